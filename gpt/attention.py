@@ -1,0 +1,125 @@
+"""Causal self-attention with grouped kv heads and three interchangeable kernels.
+
+``math`` is the reference, softmax(Q K^T / sqrt(hs) + mask) V written out; ``sdpa`` is
+torch.nn.functional.scaled_dot_product_attention; ``flash`` is the flash-attn package (FA2 or FA4).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .embedding import apply_rope
+from .kv_cache import KVCache
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        self.qkv = nn.Linear(config.n_embd, config.qkv_size, bias=config.qkv_bias)
+        self.proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=config.bias)
+        self.kv_cache: Optional[KVCache] = None
+
+    def forward(self, x: Tensor, rope: Optional[tuple[Tensor, Tensor]] = None,
+                input_pos: Optional[Tensor] = None, end: Optional[int] = None) -> Tensor:
+        c = self.config
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split((c.n_head * c.head_size, c.n_query_groups * c.head_size,
+                                     c.n_query_groups * c.head_size), dim=-1)
+        q = q.view(B, T, c.n_head, c.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, c.n_query_groups, c.head_size).transpose(1, 2)  # (B, nqg, T, hs)
+        v = v.view(B, T, c.n_query_groups, c.head_size).transpose(1, 2)  # (B, nqg, T, hs)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+
+        mask = None  # None means plain causal over this chunk
+        if input_pos is not None and self.kv_cache is not None:
+            k, v = self.kv_cache(input_pos, k, v, end)  # (B, nqg, end, hs)
+            # query at position p sees cached keys 0..p: the chunk itself is causal too
+            mask = torch.arange(end, device=x.device)[None, :] <= input_pos[:, None]  # (T, end)
+
+        dropout_p = c.attn_dropout if self.training else 0.0
+        y = attend(q, k, v, mask, dropout_p, c.attn_backend)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, c.n_head * c.head_size)
+        return self.proj(y)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float, backend: str) -> Tensor:
+    """q (B, nh, T, hs), k and v (B, nqg, S, hs), mask (T, S) of allowed pairs or None for causal."""
+    scale = 1.0 / math.sqrt(q.size(-1))
+    if backend == "flash":
+        return flash_attention(q, k, v, dropout_p, scale)
+    if backend == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None,
+                                              scale=scale, enable_gqa=k.size(1) != q.size(1))
+    att = attention_probs(q, k, mask, scale)
+    return F.dropout(att, dropout_p, training=dropout_p > 0) @ expand_kv(v, q.size(1))
+
+
+def expand_kv(kv: Tensor, n_head: int) -> Tensor:
+    """(B, nqg, S, hs) -> (B, nh, S, hs): query head h reads kv group h // (nh / nqg)."""
+    return kv.repeat_interleave(n_head // kv.size(1), dim=1)
+
+
+def causal_mask(T: int, S: int, device=None) -> Tensor:
+    """(T, S) bool, the last T of S positions as queries: query i sees keys j <= i + S - T."""
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
+
+
+def attention_probs(q: Tensor, k: Tensor, mask: Optional[Tensor], scale: float) -> Tensor:
+    """softmax(Q K^T * scale + mask) over the keys: (B, nh, T, S)."""
+    att = (q @ expand_kv(k, q.size(1)).transpose(-2, -1)) * scale  # (B, nh, T, S)
+    if mask is None:
+        mask = causal_mask(q.size(-2), k.size(-2), q.device)
+    att = att.masked_fill(~mask, float("-inf"))
+    return F.softmax(att, dim=-1)
+
+
+def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: float) -> Tensor:
+    # causal=True aligns the mask bottom-right, which is exactly a contiguous chunk after the cache
+    if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(
+            f"attn_backend='flash' needs CUDA float16/bfloat16 tensors, got {q.dtype} on {q.device.type}; "
+            "use attn_backend='sdpa' or 'math' elsewhere"
+        )
+    fn, has_dropout = flash_attn_func()
+    args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, T, H, hs)
+    if has_dropout:
+        out = fn(*args, dropout_p=dropout_p, softmax_scale=scale, causal=True)
+    elif dropout_p > 0:
+        raise ValueError("FlashAttention-4 has no attention dropout: set attn_dropout=0 or use another backend")
+    else:
+        out = fn(*args, softmax_scale=scale, causal=True)
+    if isinstance(out, tuple):  # FA4 may return (out, lse)
+        out = out[0]
+    return out.transpose(1, 2)
+
+
+@functools.cache
+def flash_attn_func():
+    """(function, supports dropout): FA2's flash_attn_func, else FA4's flash_attn.cute one."""
+    try:
+        from flash_attn import flash_attn_func as fa2
+        return fa2, True
+    except ImportError:
+        pass
+    try:
+        from flash_attn.cute import flash_attn_func as fa4
+        return fa4, False
+    except ImportError as e:
+        raise ImportError("attn_backend='flash' needs the flash-attn package: pip install flash-attn") from e
+
+
+def flash_available() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        flash_attn_func()
+        return True
+    except ImportError:
+        return False

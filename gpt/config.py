@@ -1,0 +1,230 @@
+"""One dataclass describes every model the core can build.
+
+Derived fields are computed once in ``__post_init__``; every invalid value or combination raises a
+``ValueError`` (or ``TypeError`` for a wrong type) that names the field and the allowed range.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+NORMS = ("LayerNorm", "RMSNorm")
+MLPS = ("GptNeoxMLP", "LLaMAMLP", "GemmaMLP")
+POSITIONS = ("learned", "rope")
+BACKENDS = ("math", "sdpa", "flash")
+GELU_APPROXIMATIONS = ("none", "tanh")
+
+
+@dataclass
+class Config:
+    name: str = ""
+    # sizes
+    vocab_size: int = 50257
+    padding_multiple: int = 64
+    padded_vocab_size: Optional[int] = None  # derived: vocab_size rounded up to padding_multiple
+    block_size: int = 1024
+    n_layer: int = 12
+    n_embd: int = 768
+    n_head: int = 12
+    head_size: Optional[int] = None  # derived: n_embd // n_head
+    n_query_groups: Optional[int] = None  # derived: n_head (MHA); 1 is MQA, in between GQA
+    intermediate_size: Optional[int] = None  # derived: 4 * n_embd
+    # positions
+    position_embedding: Literal["learned", "rope"] = "learned"
+    rope_base: float = 10000.0
+    rotary_percentage: float = 1.0
+    # blocks
+    norm_class_name: Literal["LayerNorm", "RMSNorm"] = "LayerNorm"
+    norm_eps: float = 1e-5
+    mlp_class_name: Literal["GptNeoxMLP", "LLaMAMLP", "GemmaMLP"] = "GptNeoxMLP"
+    gelu_approximate: Literal["none", "tanh"] = "none"
+    bias: bool = True
+    attn_bias: bool = False  # qkv bias even when ``bias`` is False (Qwen-style)
+    parallel_residual: bool = False
+    shared_attention_norm: bool = False
+    tie_embeddings: bool = True
+    # regularisation
+    embd_dropout: float = 0.0
+    attn_dropout: float = 0.0
+    resid_dropout: float = 0.0
+    # kernels
+    attn_backend: Literal["math", "sdpa", "flash"] = "sdpa"
+    # derived only
+    rope_n_elem: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "padding_multiple", "block_size", "n_layer", "n_embd", "n_head"):
+            _check_int(name, getattr(self, name), low=1)
+        for name in ("padded_vocab_size", "head_size", "n_query_groups", "intermediate_size"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), low=1)
+        for name in ("bias", "attn_bias", "parallel_residual", "shared_attention_norm", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"Config.{name} must be a bool, got {getattr(self, name)!r}")
+        _check_choice("position_embedding", self.position_embedding, POSITIONS)
+        _check_choice("norm_class_name", self.norm_class_name, NORMS)
+        _check_choice("mlp_class_name", self.mlp_class_name, MLPS)
+        _check_choice("gelu_approximate", self.gelu_approximate, GELU_APPROXIMATIONS)
+        _check_choice("attn_backend", self.attn_backend, BACKENDS)
+        for name in ("embd_dropout", "attn_dropout", "resid_dropout"):
+            p = _check_float(name, getattr(self, name))
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"Config.{name} must be in [0, 1), got {p}")
+        if _check_float("norm_eps", self.norm_eps) <= 0:
+            raise ValueError(f"Config.norm_eps must be > 0, got {self.norm_eps}")
+        if _check_float("rope_base", self.rope_base) <= 1:
+            raise ValueError(f"Config.rope_base must be > 1, got {self.rope_base}")
+        if not 0.0 < _check_float("rotary_percentage", self.rotary_percentage) <= 1.0:
+            raise ValueError(f"Config.rotary_percentage must be in (0, 1], got {self.rotary_percentage}")
+
+        padded = _round_up(self.vocab_size, self.padding_multiple)
+        if self.padded_vocab_size is None:
+            self.padded_vocab_size = padded
+        elif self.padded_vocab_size < self.vocab_size:
+            raise ValueError(
+                f"Config.padded_vocab_size must be >= vocab_size ({self.vocab_size}), got {self.padded_vocab_size}"
+            )
+        if self.head_size is None:
+            if self.n_embd % self.n_head:
+                raise ValueError(
+                    f"Config.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) "
+                    "unless head_size is given"
+                )
+            self.head_size = self.n_embd // self.n_head
+        if self.n_query_groups is None:
+            self.n_query_groups = self.n_head
+        if not (self.n_query_groups <= self.n_head and self.n_head % self.n_query_groups == 0):
+            raise ValueError(
+                f"Config.n_query_groups must divide n_head ({self.n_head}) and be in [1, {self.n_head}], "
+                f"got {self.n_query_groups}"
+            )
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.n_embd
+        if self.shared_attention_norm and not self.parallel_residual:
+            raise ValueError("Config.shared_attention_norm=True requires parallel_residual=True")
+        if self.position_embedding == "rope":
+            self.rope_n_elem = int(self.rotary_percentage * self.head_size)
+            if self.rope_n_elem < 2:
+                raise ValueError(
+                    f"Config.rotary_percentage ({self.rotary_percentage}) x head_size ({self.head_size}) "
+                    f"must rotate at least 2 elements, got {self.rope_n_elem}"
+                )
+        else:
+            self.rope_n_elem = 0
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> "Config":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], "name": name, **overrides})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        init_fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = set(d) - init_fields - {"rope_n_elem"}
+        if unknown:
+            raise ValueError(f"unknown Config fields: {sorted(unknown)}")
+        return cls(**{k: v for k, v in d.items() if k in init_fields})
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with ``changes``; derived fields are recomputed unless given."""
+        return Config.from_dict({**self._explicit(), **changes})
+
+    def _explicit(self) -> dict:
+        """Fields as given: derived values that equal their default derivation are dropped."""
+        d = self.to_dict()
+        default_head = self.n_embd // self.n_head if self.n_embd % self.n_head == 0 else None
+        derived = dict(padded_vocab_size=_round_up(self.vocab_size, self.padding_multiple), head_size=default_head,
+                       n_query_groups=self.n_head, intermediate_size=4 * self.n_embd)
+        return {k: v for k, v in d.items() if k not in derived or v != derived[k]}
+
+    def __repr__(self) -> str:
+        """A Python expression that rebuilds this config (non-default fields only)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.init}
+        explicit = self._explicit()
+        args = ", ".join(f"{k}={v!r}" for k, v in explicit.items() if v != defaults[k] or k in _ALWAYS_SHOWN)
+        return f"Config({args})"
+
+    # ---------------------------------------------------------------- derived quantities
+    @property
+    def qkv_size(self) -> int:
+        return (self.n_head + 2 * self.n_query_groups) * self.head_size
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.bias or self.attn_bias
+
+    def param_count(self) -> int:
+        """Closed-form number of parameters (tied weights once), from the fields alone."""
+        C, I, V = self.n_embd, self.intermediate_size, self.padded_vocab_size
+        b = int(self.bias)
+        norm = C * (2 if self.norm_class_name == "LayerNorm" and self.bias else 1)
+        attn = C * self.qkv_size + self.qkv_size * int(self.qkv_bias) + self.n_head * self.head_size * C + C * b
+        n_in = 1 if self.mlp_class_name == "GptNeoxMLP" else 2  # gated MLPs have fc_1 and fc_2
+        mlp = n_in * (C * I + I * b) + I * C + C * b
+        n_block_norms = 1 if self.shared_attention_norm else 2
+        block = n_block_norms * norm + attn + mlp
+        embeddings = V * C + (self.block_size * C if self.position_embedding == "learned" else 0)
+        head = 0 if self.tie_embeddings else V * C
+        return embeddings + self.n_layer * block + norm + head
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token, 6N + 12 L H D T (PaLM appendix B), N without embeddings."""
+        n = self.param_count() - self.padded_vocab_size * self.n_embd * (1 if self.tie_embeddings else 2)
+        n += self.padded_vocab_size * self.n_embd  # the lm_head matmul costs FLOPs even when tied
+        if self.position_embedding == "learned":
+            n -= self.block_size * self.n_embd
+        return 6 * n + 12 * self.n_layer * self.n_head * self.head_size * seq_len
+
+
+_ALWAYS_SHOWN = ("vocab_size", "n_layer", "n_embd", "n_head", "block_size")
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return multiple * math.ceil(n / multiple)
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Config.{name} must be an int >= {low}, got {value!r}")
+    if value < low:
+        raise ValueError(f"Config.{name} must be >= {low}, got {value}")
+
+
+def _check_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Config.{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"Config.{name} must be finite, got {value}")
+    return float(value)
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"Config.{name} must be one of {choices}, got {value!r}")
+
+
+PRESETS: dict[str, dict] = {
+    # GPT-2 (Radford et al. 2019); GELU is the tanh approximation ("gelu_new")
+    "gpt2": dict(vocab_size=50257, padding_multiple=64, block_size=1024, n_layer=12, n_head=12, n_embd=768,
+                 gelu_approximate="tanh"),
+    "gpt2-medium": dict(vocab_size=50257, padding_multiple=64, block_size=1024, n_layer=24, n_head=16,
+                        n_embd=1024, gelu_approximate="tanh"),
+    # Pythia-160m (GPT-NeoX architecture): parallel residual, rotary on a quarter of each head, untied head
+    "pythia-160m": dict(vocab_size=50254, padding_multiple=128, block_size=2048, n_layer=12, n_head=12, n_embd=768,
+                        position_embedding="rope", rotary_percentage=0.25, parallel_residual=True,
+                        tie_embeddings=False),
+    # a small Llama-style model: RMSNorm, SwiGLU, GQA (4 query heads per kv head), RoPE, no biases
+    "llama-tiny": dict(vocab_size=32000, padding_multiple=64, block_size=2048, n_layer=8, n_head=8, n_embd=512,
+                       n_query_groups=2, intermediate_size=1376, position_embedding="rope",
+                       norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=False),
+    # nanoGPT's character-level tiny-shakespeare model (65 characters)
+    "shakespeare-char": dict(vocab_size=65, padding_multiple=1, block_size=256, n_layer=6, n_head=6, n_embd=384,
+                             embd_dropout=0.2, attn_dropout=0.2, resid_dropout=0.2, bias=False),
+}

@@ -1,0 +1,1 @@
+"""gpt-properties: invariants every correct GPT implementation satisfies, checked with Hypothesis."""

@@ -1,0 +1,70 @@
+"""What the property modules share: drawing a case, building the model, tolerances, capability skips."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import note
+
+from strategies import configs, seeds, token_batches
+
+
+def requires(subject, *capabilities: str) -> None:
+    missing = [c for c in capabilities if c not in subject.capabilities]
+    if missing:
+        pytest.skip(f"subject {subject.name} lacks capability {', '.join(missing)}")
+
+
+def draw_config(data, subject, size: str = "tiny", **kw):
+    return data.draw(configs(subject.space, size=size, **kw), label="config")
+
+
+def build(subject, config, seed: int, dtype=torch.float64, device="cpu", train: bool = False):
+    """The subject's model for (config, seed), in eval mode unless ``train``; printed for reproduction."""
+    note(f"rebuild: subject.build({config!r}, seed={seed}, dtype={dtype})")
+    model = subject.build(config, seed, dtype=dtype, device=device)
+    return model.train(train)
+
+
+def draw_case(data, subject, dtype=torch.float64, min_len: int = 1, max_batch: int = 3, min_batch: int = 1,
+              max_len=None, **config_kw):
+    """(config, model, idx): a drawn config, its model built from a drawn seed, and a token batch."""
+    config = draw_config(data, subject, **config_kw)
+    seed = data.draw(seeds(), label="seed")
+    model = build(subject, config, seed, dtype)
+    idx = data.draw(token_batches(config, max_batch=max_batch, min_len=min_len, max_len=max_len,
+                                          min_batch=min_batch), label="idx")
+    return config, model, idx
+
+
+def float64_tol(config, ref: torch.Tensor) -> float:
+    """Bound for float64 results that differ only by summation order.
+
+    A length-n dot product in a different order differs by at most n * u * sum|a_i b_i| (Higham, ch. 3);
+    each of the n_layer blocks chains a few of them, the longest of length max(n_embd, intermediate_size,
+    block_size), and the outputs are O(max|logit|). 4 * L * n * u * (1 + max|ref|) covers the chain; any
+    real bug in these tiny models moves logits by orders of magnitude more (1e-6 and up).
+    """
+    n = max(config.n_embd, config.intermediate_size, config.block_size, config.n_head * config.head_size)
+    u = torch.finfo(torch.float64).eps
+    return 4 * config.n_layer * n * u * (1.0 + ref.abs().max().item())
+
+
+def assert_close64(actual: torch.Tensor, expected: torch.Tensor, config, what: str) -> None:
+    tol = float64_tol(config, expected)
+    err = (actual - expected).abs().max().item() if actual.numel() else 0.0
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert err <= tol, f"{what}: max |difference| {err:.3e} exceeds the float64 reordering bound {tol:.3e}"
+
+
+def dropout_free(config) -> bool:
+    return config.embd_dropout == config.attn_dropout == config.resid_dropout == 0
+
+
+
+
+def gpt_only(subject) -> None:
+    """Properties of this project's internals (module formulas, padding) run on gpt subjects only."""
+    from properties.subject import GPTSubject
+
+    if not isinstance(subject, GPTSubject):
+        pytest.skip(f"checks gpt internals; subject {subject.name} is another implementation")

@@ -1,0 +1,37 @@
+"""Property 15: low precision. bfloat16/float16 logits stay within 2x the error that the same-dtype math
+reference makes against a float64 reference, plus a noise floor (the flash-attention test rule).
+
+Noise floor: twice the rounding error of merely representing the float64 logits in the low dtype,
+2 * max|fl(ref + 0.3) - 0.3 - ref| as in flash-attention's tests; it keeps the bound from collapsing when
+the reference happens to round well.
+"""
+import torch
+from hypothesis import given, strategies as st
+
+from properties.harness import build, draw_config, requires
+from strategies import seeds, token_batches
+
+
+def noise_floor(ref: torch.Tensor, dtype: torch.dtype) -> float:
+    low = ref.to(dtype)
+    return 2 * ((low + 0.3 - 0.3).double() - low.double()).abs().max().item()
+
+
+@given(data=st.data())
+def test_low_precision_error_is_bounded_by_math_reference(subject, data):
+    """|f_dtype,backend(x) - f_64(x)| <= 2 |f_dtype,math(x) - f_64(x)| + floor, all from the same weights."""
+    requires(subject, "low_precision")
+    dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]), label="dtype")
+    backend = data.draw(st.sampled_from(subject.space.backends), label="backend")
+    reference_backend = "math" if "math" in subject.space.backends else backend
+    config = draw_config(data, subject, attn_backend=reference_backend)
+    seed = data.draw(seeds(), label="seed")
+    idx = data.draw(token_batches(config), label="idx")
+    with torch.no_grad():
+        ref64 = subject.logits(build(subject, config, seed, torch.float64), idx)
+        ref_low = subject.logits(build(subject, config, seed, dtype), idx).double()
+        out_low = subject.logits(build(subject, config.replace(attn_backend=backend), seed, dtype), idx).double()
+    ref_err = (ref_low - ref64).abs().max().item()
+    err = (out_low - ref64).abs().max().item()
+    bound = 2 * ref_err + noise_floor(ref64, dtype)
+    assert err <= bound, f"{backend} {dtype} error {err:.3e} > 2 x math error {ref_err:.3e} + floor"

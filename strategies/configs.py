@@ -1,0 +1,114 @@
+"""Valid configs across every architecture axis, and invalid configs with one broken constraint."""
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from gpt.config import Config
+
+from .space import ConfigSpace
+
+# name -> (max layers, max heads, max head size, max vocab, max block size); "tiny" costs milliseconds
+SIZES = {
+    "tiny": dict(layers=2, heads=4, head_size=8, vocab=48, block=12),
+    "small": dict(layers=3, heads=6, head_size=16, vocab=256, block=48),
+    "medium": dict(layers=4, heads=8, head_size=32, vocab=1024, block=128),
+}
+
+
+@st.composite
+def configs(draw, space: ConfigSpace = ConfigSpace(), size: str = "tiny", dropout: bool = False,
+            **fixed) -> Config:
+    """A valid ``Config`` drawn from ``space``; ``fixed`` pins fields (e.g. attn_backend="math").
+
+    ``dropout`` draws non-zero dropout probabilities; by default they are 0, which most invariants need.
+    """
+    s = SIZES[size]
+
+    def pick(name, strategy):
+        return fixed[name] if name in fixed else draw(strategy, label=name)
+
+    n_head = pick("n_head", st.integers(1, s["heads"]))
+    divisors = [g for g in range(1, n_head + 1) if n_head % g == 0]
+    n_query_groups = pick("n_query_groups", st.sampled_from(divisors) if space.gqa else st.just(n_head))
+    position = pick("position_embedding", st.sampled_from(space.positions))
+    # rope rotates pairs; and n_embd >= 2 always, since a LayerNorm over one feature outputs its bias alone
+    min_head = 2 if position == "rope" or n_head == 1 else 1
+    head_size = pick("head_size", st.integers(min_head, s["head_size"]))
+    n_embd = n_head * head_size
+    if space.free_head_size and draw(st.booleans(), label="free n_embd"):
+        n_embd = draw(st.integers(2, s["heads"] * s["head_size"]), label="n_embd")
+    n_embd = fixed.get("n_embd", n_embd)
+
+    kw = dict(n_layer=pick("n_layer", st.integers(1, s["layers"])), n_head=n_head, n_embd=n_embd,
+              head_size=head_size, n_query_groups=n_query_groups, position_embedding=position,
+              vocab_size=pick("vocab_size", st.integers(2, s["vocab"])),
+              block_size=pick("block_size", st.integers(2, s["block"])))
+    kw["padding_multiple"] = pick("padding_multiple", st.sampled_from([1, 8, 64] if space.vocab_padding else [1]))
+    if space.intermediate_sizes:
+        kw["intermediate_size"] = pick("intermediate_size", st.integers(1, 4 * n_embd))
+    else:
+        kw["intermediate_size"] = 4 * n_embd
+    if position == "rope":
+        n_elem = head_size
+        if space.partial_rotary:
+            n_elem = draw(st.integers(2, head_size), label="rotated features")
+        if not space.odd_rotary and n_elem % 2:
+            n_elem -= 1
+        # (n + 0.5) / hs so that int(percentage * hs) == n despite float rounding
+        kw["rotary_percentage"] = 1.0 if n_elem == head_size else (n_elem + 0.5) / head_size
+        kw["rope_base"] = pick("rope_base", st.sampled_from([10000.0, 100.0, 500000.0]))
+    kw["norm_class_name"] = pick("norm_class_name", st.sampled_from(space.norms))
+    kw["norm_eps"] = pick("norm_eps", st.sampled_from(space.norm_eps))
+    kw["mlp_class_name"] = pick("mlp_class_name", st.sampled_from(space.mlps))
+    kw["gelu_approximate"] = pick("gelu_approximate", st.sampled_from(space.gelu_approximations))
+    for flag in ("bias", "attn_bias", "parallel_residual", "tie_embeddings"):
+        kw[flag] = pick(flag, st.sampled_from(getattr(space, flag)))
+    shared = [v for v in space.shared_attention_norm if kw["parallel_residual"] or not v]
+    kw["shared_attention_norm"] = pick("shared_attention_norm", st.sampled_from(shared))
+    kw["attn_backend"] = pick("attn_backend", st.sampled_from(space.backends))
+    if dropout:
+        # >= 0.3 so that two train-mode forwards differ with overwhelming probability even on tiny draws
+        p = st.sampled_from([0.3, 0.5])
+        kw.update(embd_dropout=draw(p, label="embd_dropout"), attn_dropout=draw(p, label="attn_dropout"),
+                  resid_dropout=draw(p, label="resid_dropout"))
+    kw.update({k: v for k, v in fixed.items() if k not in kw})
+    return Config(**kw)
+
+
+# field -> list of (override, note) that each break exactly one constraint of a valid base config
+_BREAKERS = {
+    "vocab_size": [dict(vocab_size=0), dict(vocab_size=-3), dict(vocab_size=2.5)],
+    "padding_multiple": [dict(padding_multiple=0)],
+    "padded_vocab_size": [dict(padded_vocab_size=7)],
+    "block_size": [dict(block_size=0)],
+    "n_layer": [dict(n_layer=0), dict(n_layer=2.0)],
+    "n_embd": [dict(n_embd=0), dict(n_embd=30)],  # 30 is not divisible by n_head=4
+    "n_head": [dict(n_head=0), dict(n_head=5)],
+    "head_size": [dict(head_size=0)],
+    "n_query_groups": [dict(n_query_groups=3), dict(n_query_groups=8), dict(n_query_groups=0)],
+    "intermediate_size": [dict(intermediate_size=0)],
+    "position_embedding": [dict(position_embedding="alibi")],
+    "rope_base": [dict(position_embedding="rope", rope_base=1.0), dict(position_embedding="rope", rope_base=float("nan"))],
+    "rotary_percentage": [dict(position_embedding="rope", rotary_percentage=0.0),
+                          dict(position_embedding="rope", rotary_percentage=1.5),
+                          dict(position_embedding="rope", rotary_percentage=0.1)],  # rotates < 2 features
+    "norm_class_name": [dict(norm_class_name="BatchNorm")],
+    "norm_eps": [dict(norm_eps=0.0), dict(norm_eps=-1e-5)],
+    "mlp_class_name": [dict(mlp_class_name="MoE")],
+    "gelu_approximate": [dict(gelu_approximate="sigmoid")],
+    "bias": [dict(bias="yes")],
+    "shared_attention_norm": [dict(shared_attention_norm=True, parallel_residual=False)],
+    "embd_dropout": [dict(embd_dropout=1.0)],
+    "attn_dropout": [dict(attn_dropout=-0.1)],
+    "resid_dropout": [dict(resid_dropout=1.5)],
+    "attn_backend": [dict(attn_backend="xformers")],
+}
+INVALID_BASE = dict(vocab_size=16, padding_multiple=8, block_size=8, n_layer=1, n_embd=32, n_head=4)
+
+
+@st.composite
+def invalid_configs(draw):
+    """(kwargs, field): Config(**kwargs) must raise ValueError/TypeError naming ``field``."""
+    field = draw(st.sampled_from(sorted(_BREAKERS)), label="broken field")
+    override = draw(st.sampled_from(_BREAKERS[field]), label="override")
+    return {**INVALID_BASE, **override}, field

@@ -1,0 +1,32 @@
+"""Which configs an implementation can express: each subject narrows the space the strategies draw from."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpt.config import MLPS, NORMS
+
+
+@dataclass(frozen=True)
+class ConfigSpace:
+    """The choices allowed on every architecture axis of ``gpt.Config``.
+
+    A tuple lists the values that may be drawn; a bool switches a whole feature on or off.
+    """
+
+    positions: tuple = ("learned", "rope")
+    norms: tuple = NORMS
+    mlps: tuple = MLPS
+    gelu_approximations: tuple = ("none", "tanh")
+    backends: tuple = ("math", "sdpa")
+    bias: tuple = (False, True)
+    attn_bias: tuple = (False, True)
+    parallel_residual: tuple = (False, True)
+    shared_attention_norm: tuple = (False, True)
+    tie_embeddings: tuple = (False, True)
+    gqa: bool = True  # n_query_groups < n_head (GQA, MQA)
+    free_head_size: bool = True  # head_size other than n_embd // n_head
+    partial_rotary: bool = True  # rotary_percentage < 1
+    odd_rotary: bool = True  # an odd number of rotated features
+    vocab_padding: bool = True  # padded_vocab_size > vocab_size
+    intermediate_sizes: bool = True  # intermediate_size other than 4 * n_embd
+    norm_eps: tuple = (1e-5, 1e-3, 0.1)
