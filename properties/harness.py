@@ -68,3 +68,21 @@ def gpt_only(subject) -> None:
 
     if not isinstance(subject, GPTSubject):
         pytest.skip(f"checks gpt internals; subject {subject.name} is another implementation")
+
+
+def noise_floor(ref: torch.Tensor, dtype: torch.dtype) -> float:
+    """Twice the error of merely representing ``ref`` in ``dtype`` near its magnitude:
+    2 * max|fl(ref + 0.3) - 0.3 - ref|, the floor flash-attention's tests add to their bounds."""
+    low = ref.to(dtype)
+    return 2 * ((low + 0.3 - 0.3).double() - low.double()).abs().max().item()
+
+
+def assert_low_precision(actual: torch.Tensor, same_dtype_ref: torch.Tensor, ref64: torch.Tensor,
+                         factor: float, what: str) -> None:
+    """The flash-attention rule: |actual - ref64| <= factor * |same-dtype reference - ref64| + floor."""
+    ref64 = ref64.double()
+    err = (actual.double() - ref64).abs().max().item()
+    ref_err = (same_dtype_ref.double() - ref64).abs().max().item()
+    bound = factor * ref_err + noise_floor(ref64, actual.dtype)
+    assert err <= bound, (f"{what}: error {err:.3e} vs float64 > {factor} x same-dtype reference error "
+                          f"{ref_err:.3e} + noise floor = {bound:.3e}")

@@ -3,18 +3,13 @@ reference makes against a float64 reference, plus a noise floor (the flash-atten
 
 Noise floor: twice the rounding error of merely representing the float64 logits in the low dtype,
 2 * max|fl(ref + 0.3) - 0.3 - ref| as in flash-attention's tests; it keeps the bound from collapsing when
-the reference happens to round well.
+the reference happens to round well. (properties.harness.assert_low_precision)
 """
 import torch
 from hypothesis import given, strategies as st
 
-from properties.harness import build, draw_config, requires
+from properties.harness import assert_low_precision, build, draw_config, requires
 from strategies import seeds, token_batches
-
-
-def noise_floor(ref: torch.Tensor, dtype: torch.dtype) -> float:
-    low = ref.to(dtype)
-    return 2 * ((low + 0.3 - 0.3).double() - low.double()).abs().max().item()
 
 
 @given(data=st.data())
@@ -29,9 +24,6 @@ def test_low_precision_error_is_bounded_by_math_reference(subject, data):
     idx = data.draw(token_batches(config), label="idx")
     with torch.no_grad():
         ref64 = subject.logits(build(subject, config, seed, torch.float64), idx)
-        ref_low = subject.logits(build(subject, config, seed, dtype), idx).double()
-        out_low = subject.logits(build(subject, config.replace(attn_backend=backend), seed, dtype), idx).double()
-    ref_err = (ref_low - ref64).abs().max().item()
-    err = (out_low - ref64).abs().max().item()
-    bound = 2 * ref_err + noise_floor(ref64, dtype)
-    assert err <= bound, f"{backend} {dtype} error {err:.3e} > 2 x math error {ref_err:.3e} + floor"
+        ref_low = subject.logits(build(subject, config, seed, dtype), idx)
+        out_low = subject.logits(build(subject, config.replace(attn_backend=backend), seed, dtype), idx)
+    assert_low_precision(out_low, ref_low, ref64, 2, f"{backend} {dtype} logits")

@@ -1,0 +1,51 @@
+"""Shared by the GPU property modules: the device, and the attention kernels that apply on it."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from gpt.attention import attend, flash_attention, flash_available
+
+SDPA_KERNELS = ("sdpa-flash", "sdpa-efficient", "sdpa-cudnn")
+KERNELS = SDPA_KERNELS + ("flash-attn",)
+
+
+class NotApplicable(Exception):
+    """The kernel refuses this shape or dtype (e.g. a head size it has no tile for)."""
+
+
+def device() -> torch.device:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def run_kernel(kernel: str, q, k, v):
+    """Causal attention (B, nh, T, hs) through one named kernel, raising NotApplicable where it refuses."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if kernel == "flash-attn":
+        if not flash_available():
+            pytest.skip("flash-attn is not installed (pip install flash-attn, or FA4's flash_attn.cute)")
+        try:
+            return flash_attention(q, k, v, 0.0, 1 / math.sqrt(q.size(-1)))
+        except (RuntimeError, AssertionError, ValueError, NotImplementedError) as e:
+            if "head" in str(e).lower() or "support" in str(e).lower() or "dim" in str(e).lower():
+                raise NotApplicable(str(e)) from e
+            raise
+    backend = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
+               "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION}[kernel]
+    try:
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=k.size(1) != q.size(1))
+    except RuntimeError as e:
+        if "No available kernel" in str(e) or "not supported" in str(e).lower():
+            raise NotApplicable(str(e)) from e
+        raise
+
+
+def math_attention(q, k, v):
+    return attend(q, k, v, None, 0.0, "math")
