@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+from importlib import metadata
 import sys
 
 
@@ -17,11 +18,11 @@ def environment() -> dict:
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
-    for pkg in ("hypothesis", "transformers", "flash_attn"):
+    for dist in ("hypothesis", "transformers", "flash-attn", "flash-attn-4"):
         try:
-            info[pkg] = __import__(pkg).__version__
-        except ImportError:
-            info[pkg] = "not installed"
+            info[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            info[dist] = "not installed"
     return info
 
 

@@ -77,7 +77,8 @@ def test_cuda_prefix_and_cache_bf16(data):
 def test_cuda_eval_is_deterministic(data):
     """On CUDA, two eval forwards in any dtype are bitwise identical."""
     config, seed, idx = _case(data)
-    dtype = data.draw(st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), label="dtype")
+    dtypes = [torch.bfloat16, torch.float16] + ([torch.float32] if config.attn_backend != "flash" else [])
+    dtype = data.draw(st.sampled_from(dtypes), label="dtype")
     model = _model(config, seed, dtype)
     with torch.no_grad():
         assert torch.equal(model(idx), model(idx))
