@@ -80,7 +80,13 @@ def attention_probs(q: Tensor, k: Tensor, mask: Optional[Tensor], scale: float) 
     return F.softmax(att, dim=-1)
 
 
-def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: float) -> Tensor:
+# FlashAttention-4 4.0.0b36 on SM90 returns wrong gradients (dq up to 140x the bf16 reference's error) for
+# head_size < 32 once T > 64, found by properties/test_gpu_attention_kernels.py; refuse rather than train wrong
+FA4_MIN_GRAD_HEAD = 32
+
+
+def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: float,
+                    check_head_size: bool = True) -> Tensor:
     # causal=True aligns the mask bottom-right, which is exactly a contiguous chunk after the cache
     if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(
@@ -88,6 +94,10 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: fl
             "use attn_backend='sdpa' or 'math' elsewhere"
         )
     fn, has_dropout = flash_attn_func()
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if check_head_size and not has_dropout and needs_grad and q.size(-1) < FA4_MIN_GRAD_HEAD:
+        raise ValueError(f"head_size {q.size(-1)} < {FA4_MIN_GRAD_HEAD}: FlashAttention-4's backward is wrong for "
+                         "small heads (gpt.attention.FA4_MIN_GRAD_HEAD); use attn_backend='sdpa' to train")
     args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, T, H, hs)
     if has_dropout:
         out = fn(*args, dropout_p=dropout_p, softmax_scale=scale, causal=True)

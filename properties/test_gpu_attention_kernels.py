@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, note, settings, strategies as st
 
+from gpt.attention import flash_attention, flash_available
 from properties.gpu import KERNELS, NotApplicable, device, math_attention, run_kernel
 from properties.harness import assert_low_precision
 
@@ -52,6 +53,29 @@ def test_kernel_matches_math_reference(kernel, shape, dtype, seed):
         assume(False)
     ref_out, ref_grads = _forward_backward(math_attention, *low, probe)
     out64, grads64 = _forward_backward(math_attention, q, k, v, probe.double())
-    assert_low_precision(out, ref_out, out64, 2, f"{kernel} {dtype} output")
+    scale = max(t.abs().max().item() for t in (out64, *grads64))
+    assert_low_precision(out, ref_out, out64, 2, f"{kernel} {dtype} output", scale)
     for name, got, ref, exact in zip("qkv", grads, ref_grads, grads64):
-        assert_low_precision(got, ref, exact, 3, f"{kernel} {dtype} d{name}")
+        assert_low_precision(got, ref, exact, 3, f"{kernel} {dtype} d{name}", scale)
+
+
+@pytest.mark.xfail(strict=True, reason="flash-attn 4.0.0b36 (FA4, SM90) backward: wrong dq/dk/dv for head_dim < 32 "
+                                       "once T > 64; found by the property above, see gpt.attention.FA4_MIN_GRAD_HEAD")
+@pytest.mark.parametrize("head_size", [8, 16])
+def test_known_fa4_small_head_backward_bug(head_size):
+    """Pins the upstream bug: when a flash-attn release fixes it this xfail turns into a failure, and the
+    guard in gpt.attention can go."""
+    from gpt.attention import flash_attn_func
+
+    if not flash_available() or flash_attn_func()[1]:
+        pytest.skip("needs FlashAttention-4 (flash_attn.cute)")
+    dev = device()
+    gen = torch.Generator(device=dev).manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 65, head_size, device=dev, generator=gen, dtype=torch.float64) for _ in range(3))
+    probe = torch.randn(1, 1, 65, head_size, device=dev, generator=gen)
+    low = [t.bfloat16() for t in (q, k, v)]
+    raw = lambda *a: flash_attention(*a, 0.0, head_size**-0.5, check_head_size=False)  # noqa: E731
+    _, grads = _forward_backward(raw, *low, probe)
+    _, ref_grads = _forward_backward(math_attention, *low, probe)
+    _, grads64 = _forward_backward(math_attention, q, k, v, probe.double())
+    assert_low_precision(grads[0], ref_grads[0], grads64[0], 3, "FA4 dq")

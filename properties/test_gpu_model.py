@@ -25,7 +25,8 @@ SPACE = ConfigSpace(backends=SUBJECT.space.backends, free_head_size=False)
 
 
 def _case(data, min_len=1):
-    head_size = data.draw(st.sampled_from([16, 32, 64]), label="head_size")
+    # few head sizes: FlashAttention-4 compiles a kernel per shape class on first use
+    head_size = data.draw(st.sampled_from([32, 64]), label="head_size")
     config = data.draw(configs(SPACE, size="medium", head_size=head_size), label="config")
     seed = data.draw(seeds(), label="seed")
     idx = data.draw(token_batches(config, min_len=min_len), label="idx").to(device())
