@@ -1,0 +1,81 @@
+"""Suite speed benchmark: wall time and Hypothesis examples per second for every property.
+
+    python -m properties.speed                      # current profile (dev; ci under CI=true)
+    python -m properties.speed --hypothesis-profile ci --sharded --json speed.json
+
+Runs the CPU suite in one process (so per-property times are not mixed across workers), counting the
+examples each property executes, and prints a table sorted by wall time. ``--sharded`` also times the
+whole suite as users run it, ``python -m pytest -n auto``. Extra arguments go to pytest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+class ExampleCounter:
+    """pytest plugin: wraps each Hypothesis test's inner test (the documented hook for wrapping) to count
+    executed examples, and times every test call."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict] = {}
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item):
+        row = self.rows.setdefault(item.nodeid, {"examples": 0, "seconds": 0.0, "outcome": "passed"})
+        hyp = getattr(item.obj, "hypothesis", None)
+        if hyp is not None:
+            inner = hyp.inner_test
+
+            def counted(*args, **kwargs):
+                row["examples"] += 1
+                return inner(*args, **kwargs)
+
+            hyp.inner_test = counted
+        start = time.perf_counter()
+        outcome = yield
+        row["seconds"] += time.perf_counter() - start
+        if hyp is not None:
+            hyp.inner_test = inner
+        else:
+            row["examples"] = 1
+        if outcome.excinfo is not None:
+            row["outcome"] = outcome.excinfo[0].__name__
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", help="write the table as JSON here")
+    parser.add_argument("--sharded", action="store_true", help="also time `python -m pytest -n auto`")
+    args, pytest_args = parser.parse_known_args(argv)
+    counter = ExampleCounter()
+    start = time.perf_counter()
+    code = pytest.main(["-q", "-p", "no:cacheprovider", "-m", "not gpu and not slow", *pytest_args], plugins=[counter])
+    serial = time.perf_counter() - start
+    rows = sorted(counter.rows.items(), key=lambda kv: -kv[1]["seconds"])
+    print(f"\n{'property':<90} {'examples':>8} {'wall s':>8} {'ex/s':>8}")
+    for nodeid, r in rows:
+        rate = r["examples"] / r["seconds"] if r["seconds"] else float("inf")
+        print(f"{nodeid:<90} {r['examples']:>8} {r['seconds']:>8.2f} {rate:>8.1f}")
+    total_ex = sum(r["examples"] for r in counter.rows.values())
+    print(f"{'total (one process)':<90} {total_ex:>8} {serial:>8.2f} {total_ex / serial:>8.1f}")
+    result = {"serial_seconds": serial, "examples": total_ex, "tests": dict(rows)}
+    if args.sharded:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pytest", "-n", "auto", "-q", "-p", "no:cacheprovider", *pytest_args],
+                       check=False, stdout=subprocess.DEVNULL)
+        result["sharded_seconds"] = time.perf_counter() - start
+        print(f"python -m pytest -n auto: {result['sharded_seconds']:.1f} s wall")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
