@@ -59,9 +59,10 @@ def test_kernel_matches_math_reference(kernel, shape, dtype, seed):
         assert_low_precision(got, ref, exact, 3, f"{kernel} {dtype} d{name}", scale)
 
 
-@pytest.mark.xfail(strict=True, reason="flash-attn 4.0.0b36 (FA4, SM90) backward: wrong dq/dk/dv for head_dim < 32 "
-                                       "once T > 64; found by the property above, see gpt.attention.FA4_MIN_GRAD_HEAD")
-@pytest.mark.parametrize("head_size", [8, 16])
+@pytest.mark.xfail(strict=True, reason="flash-attn 4.0.0b36 (FA4, SM90) backward: wrong dq for head_size % 32 in "
+                                       "{8, 16} once T > 64; found by the property above, see "
+                                       "gpt.attention.fa4_backward_is_trusted")
+@pytest.mark.parametrize("head_size", [8, 16, 40, 72])
 def test_known_fa4_small_head_backward_bug(head_size):
     """Pins the upstream bug: when a flash-attn release fixes it this xfail turns into a failure, and the
     guard in gpt.attention can go."""

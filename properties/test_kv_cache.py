@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, strategies as st
 
 from properties.harness import assert_close64, draw_case, requires
-from strategies import decode_plans
+from strategies import decode_plans, token_batches
 
 
 def _decode(subject, model, idx, plan):
@@ -33,12 +33,14 @@ def test_chunked_decoding_equals_full_forward(subject, data):
 
 @given(data=st.data())
 def test_reset_cache_forgets_previous_sequence(subject, data):
-    """After decoding one batch, a reset cache decodes another batch exactly like a fresh model would."""
+    """After decoding one batch, of any batch size and length, a reset cache decodes another batch
+    exactly like a fresh model would."""
     requires(subject, "kv_cache")
     config, model, idx = draw_case(data, subject)
-    other = torch.randint_like(idx, config.vocab_size)
+    other = data.draw(token_batches(config), label="previous batch")
+    other_plan = data.draw(decode_plans(other.size(1)), label="previous chunks")
     plan = data.draw(decode_plans(idx.size(1)), label="chunks")
     with torch.no_grad():
-        _decode(subject, model, other, plan)
+        _decode(subject, model, other, other_plan)
         assert_close64(_decode(subject, model, idx, plan), subject.logits(model, idx), config,
                        "decoding after another sequence")

@@ -1,0 +1,5 @@
+import sys
+
+from properties.mutation.runner import main
+
+sys.exit(main())
