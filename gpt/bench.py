@@ -1,0 +1,422 @@
+"""Training-step throughput of the gpt core against Hugging Face GPT-2: ``python -m gpt.bench``.
+
+One step is forward + cross-entropy + backward + AdamW step on one random batch. Steps are timed after
+``--warmup`` untimed ones (which also absorb ``torch.compile``): with CUDA events on a GPU, with
+``time.perf_counter`` on a CPU (CPU ops are synchronous). Reported per model: tokens/s, the median step
+time, model FLOPs utilisation and peak memory; then ours as a ratio to the baseline.
+
+MFU = flops_per_token(T) * tokens/s / peak, with ``Config.flops_per_token`` = 6N + 12 L H D T (PaLM,
+appendix B) for both models (they have the same shapes). The peak is ``--peak-tflops`` or, by default,
+*measured* with a large matmul in the chosen dtype: an achievable peak, so the MFU is higher than one
+against a datasheet figure.
+
+Peak memory on CUDA is ``torch.cuda.max_memory_allocated`` over model build + steps (weights, grads,
+AdamW state, activations). On CPU there is no allocator counter, so each model runs in a fresh
+subprocess and its peak is the rise of the process high-water mark (``resource.getrusage`` ru_maxrss)
+from just before the model is built to the end of the steps: it includes the same items plus allocator
+slack, and is comparable between the two models but not with the CUDA figure.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+from typing import Callable, Optional
+
+import torch
+from torch.nn import functional as F
+
+from .config import Config, PRESETS
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CPU_MEMORY_KIND = "cpu: rise of peak RSS (ru_maxrss) over model build + steps, fresh process per model"
+CUDA_MEMORY_KIND = "cuda: torch.cuda.max_memory_allocated over model build + steps"
+
+
+# --------------------------------------------------------------------------- shared helpers
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Mixed precision as it is trained: fp32 weights, matmuls in ``dtype``. float32 is a no-op."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def cpu_peak_rss_mib() -> float:
+    """The process's high-water resident set size; ru_maxrss is KiB on Linux and bytes on macOS."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+class PeakMemory:
+    """Peak memory from ``start()`` on: CUDA allocator peak, or on CPU the rise of the process peak RSS."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.kind = CUDA_MEMORY_KIND if device.type == "cuda" else CPU_MEMORY_KIND
+        self.start()
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = 0.0  # max_memory_allocated counts everything live, which is what we want
+        else:
+            self.base = cpu_peak_rss_mib()
+
+    def peak_mib(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return cpu_peak_rss_mib() - self.base
+
+    def process_peak_mib(self) -> float:
+        """The absolute figure (CPU: whole-process peak RSS, including the Python runtime and torch)."""
+        return self.peak_mib() if self.device.type == "cuda" else cpu_peak_rss_mib()
+
+
+def versions(device: Optional[torch.device] = None) -> dict:
+    """Enough of the environment to reproduce a figure; package versions come from metadata, no imports."""
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None}
+    for pkg in ("transformers", "omegaconf", "tqdm", "matplotlib"):
+        try:
+            info[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            info[pkg] = None
+    if device is not None and device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    if hasattr(os, "getloadavg"):  # CPU figures on a shared machine mean little without this
+        info["load_average_1m"] = os.getloadavg()[0]
+    return info
+
+
+# --------------------------------------------------------------------------- models
+def hf_incompatibility(config: Config) -> Optional[str]:
+    """Why GPT2LMHeadModel cannot have this preset's shapes, or None when it can."""
+    reasons = []
+    if config.position_embedding != "learned":
+        reasons.append("rotary positions")
+    if config.norm_class_name != "LayerNorm":
+        reasons.append(config.norm_class_name)
+    if config.mlp_class_name != "GptNeoxMLP":
+        reasons.append(config.mlp_class_name)
+    if config.n_query_groups != config.n_head:
+        reasons.append("grouped kv heads")
+    if config.parallel_residual:
+        reasons.append("parallel residual")
+    if not config.tie_embeddings:
+        reasons.append("untied lm_head")
+    if config.n_head * config.head_size != config.n_embd:
+        reasons.append("head_size * n_head != n_embd")
+    if not reasons:
+        return None
+    return f"GPT2LMHeadModel cannot express {', '.join(reasons)} (preset {config.name!r})"
+
+
+def build_hf_gpt2(config: Config) -> torch.nn.Module:
+    """Hugging Face GPT2LMHeadModel with the preset's sizes, SDPA attention, random init, no hub access."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # built from a config: nothing to download, ever
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf_config = GPT2Config(
+        vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
+        n_layer=config.n_layer, n_head=config.n_head, n_inner=config.intermediate_size,
+        activation_function="gelu_new" if config.gelu_approximate == "tanh" else "gelu",
+        resid_pdrop=config.resid_dropout, embd_pdrop=config.embd_dropout, attn_pdrop=config.attn_dropout,
+        layer_norm_epsilon=config.norm_eps, tie_word_embeddings=True, use_cache=False,
+        bos_token_id=config.vocab_size - 1, eos_token_id=config.vocab_size - 1,  # GPT-2's 50256 may not exist
+        attn_implementation="sdpa",
+    )
+    return GPT2LMHeadModel(hf_config)
+
+
+def build_model(impl: str, config: Config) -> tuple[torch.nn.Module, Callable]:
+    """(module, forward: idx -> logits)."""
+    if impl == "gpt":
+        from .model import GPT
+
+        model = GPT(config)
+        return model, model
+    if impl == "hf_gpt2":
+        model = build_hf_gpt2(config)
+        return model, lambda idx: model(input_ids=idx, use_cache=False).logits
+    raise ValueError(f"unknown implementation {impl!r}")
+
+
+# --------------------------------------------------------------------------- measurement
+def measure(spec: dict) -> dict:
+    """Build one model and time ``spec['steps']`` training steps after ``spec['warmup']`` ones."""
+    device = torch.device(spec["device"])
+    dtype = DTYPES[spec["dtype"]]
+    torch.manual_seed(spec["seed"])
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    config = Config.from_name(spec["preset"], attn_backend=spec["backend"])
+    B, T = spec["batch"], spec["seq_len"]
+    if spec["impl"] == "hf_gpt2":
+        import transformers  # noqa: F401  imported before the memory baseline: the library is not the model
+    mem = PeakMemory(device)
+
+    module, _ = build_model(spec["impl"], config)
+    module.to(device).train()
+    n_params = sum(p.numel() for p in module.parameters())
+    # foreach (torch's default) unless --fused-adamw; both models get the same optimizer
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=True if spec["fused_adamw"] else None)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None  # fp16 needs loss scaling
+
+    g = torch.Generator().manual_seed(spec["seed"])
+    data = torch.randint(0, config.vocab_size, (B, T + 1), generator=g).to(device)
+    x, y = data[:, :-1], data[:, 1:]
+
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast(device, dtype):
+            if spec["impl"] == "hf_gpt2" and spec.get("hf_labels"):
+                # Hugging Face's own loss path (labels=, shifted inside the model), as its users train
+                return module(input_ids=x, labels=x, use_cache=False).loss
+            logits = module(x) if spec["impl"] == "gpt" else module(input_ids=x, use_cache=False).logits
+        # otherwise the loss is computed identically for both models, in float32
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+
+    # with --compile the whole forward + loss is compiled, so the float32 upcast and the cross-entropy
+    # fuse instead of materialising (B*T, vocab) float32 logits
+    loss_fn = torch.compile(loss_of) if spec["compile"] else loss_of
+
+    def step() -> torch.Tensor:
+        loss = loss_fn(x, y)
+        opt.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        return loss.detach()
+
+    for _ in range(spec["warmup"]):
+        loss = step()
+    times_ms = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(spec["steps"])]
+        for start, end in events:
+            start.record()
+            loss = step()
+            end.record()
+        torch.cuda.synchronize(device)
+        times_ms = [s.elapsed_time(e) for s, e in events]
+    else:
+        for _ in range(spec["steps"]):
+            t0 = time.perf_counter()
+            loss = step()
+            times_ms.append((time.perf_counter() - t0) * 1e3)
+    total_s = sum(times_ms) / 1e3
+    return {
+        "impl": spec["impl"], "params": n_params,
+        "step_ms_median": statistics.median(times_ms), "step_ms_mean": statistics.fmean(times_ms),
+        "step_ms_min": min(times_ms), "step_ms_max": max(times_ms),
+        "tokens_per_s": B * T * len(times_ms) / total_s,
+        "peak_memory_mib": mem.peak_mib(), "last_loss": float(loss),
+    }
+
+
+def measure_isolated(spec: dict) -> dict:
+    """CPU: measure in a fresh interpreter so ru_maxrss reflects this model alone."""
+    proc = subprocess.run([sys.executable, "-m", "gpt.bench", "--worker", json.dumps(spec)],
+                          stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark worker for {spec['impl']} failed (exit {proc.returncode}); see stderr above")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_peak_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
+    """Achievable matmul TFLOP/s in ``dtype``: the fastest of several timed n x n x n products after warm-up
+    (the best, not the median, since a peak is wanted and on a shared CPU most repeats are slowed by others)."""
+    n, reps = (8192, 20) if device.type == "cuda" else (2048, 5)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    times = []
+    for i in range(reps + 3):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            a @ b
+            end.record()
+            end.synchronize()
+            dt = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            a @ b
+            dt = time.perf_counter() - t0
+        if i >= 3:
+            times.append(dt)
+    return 2 * n**3 / min(times) / 1e12, f"measured {n}x{n}x{n} {dtype_name(dtype)} matmul"
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# --------------------------------------------------------------------------- command line
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m gpt.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="model preset (default: gpt2 on CUDA, shakespeare-char on CPU)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: 8 on CUDA, 4 on CPU)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="sequence length (default: min(block_size, 1024) on CUDA, 64 on CPU)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="compute dtype; bfloat16/float16 via torch.autocast (default: bfloat16 on CUDA, "
+                        "float32 on CPU)")
+    p.add_argument("--backend", choices=("math", "sdpa", "flash"), default="sdpa",
+                   help="our attention backend (the baseline always uses its SDPA attention)")
+    p.add_argument("--compile", action="store_true", help="torch.compile both models")
+    p.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True) for both models")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 10 on CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 on CUDA, 3 on CPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU intra-op threads (default: torch's, one per core; 1 on a busy shared machine)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="peak TFLOP/s for MFU (default: measured with a large matmul in --dtype)")
+    p.add_argument("--no-baseline", action="store_true", help="skip Hugging Face GPT2LMHeadModel")
+    p.add_argument("--hf-labels", action="store_true",
+                   help="baseline computes its loss the Hugging Face way, model(input_ids, labels=...), instead of "
+                        "the identical float32 cross-entropy used for our model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the JSON result here")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one isolated measurement
+    return p.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    preset = args.preset or ("gpt2" if cuda else "shakespeare-char")
+    block_size = PRESETS[preset]["block_size"]
+    s = dict(preset=preset, device=str(device), batch=args.batch or (8 if cuda else 4),
+             seq_len=args.seq_len or (min(block_size, 1024) if cuda else min(block_size, 64)),
+             dtype=args.dtype or ("bfloat16" if cuda else "float32"), backend=args.backend,
+             compile=args.compile, fused_adamw=args.fused_adamw, seed=args.seed, threads=args.threads,
+             hf_labels=args.hf_labels,
+             steps=args.steps if args.steps is not None else (20 if cuda else 10),
+             warmup=args.warmup if args.warmup is not None else (5 if cuda else 3))
+    if not 1 <= s["seq_len"] <= block_size:
+        raise SystemExit(f"--seq-len must be in [1, block_size={block_size}] for preset {preset}, got {s['seq_len']}")
+    if s["batch"] < 1 or s["steps"] < 1 or s["warmup"] < 0:
+        raise SystemExit("--batch and --steps must be >= 1 and --warmup >= 0")
+    if s["backend"] == "flash" and (not cuda or s["dtype"] == "float32"):
+        raise SystemExit("--backend flash needs a CUDA device and --dtype bfloat16 or float16")
+    return s
+
+
+def run(settings: dict, peak_tflops: Optional[float], baseline: bool) -> dict:
+    device = torch.device(settings["device"])
+    dtype = DTYPES[settings["dtype"]]
+    if settings["threads"]:
+        torch.set_num_threads(settings["threads"])  # for the peak matmul; workers set their own
+    config = Config.from_name(settings["preset"])
+    flops_per_token = config.flops_per_token(settings["seq_len"])
+    if peak_tflops is None:
+        peak_tflops, peak_source = measure_peak_tflops(device, dtype)
+    else:
+        peak_source = "--peak-tflops"
+    skip_reason = None if baseline else "--no-baseline"
+    if baseline and skip_reason is None:
+        skip_reason = hf_incompatibility(config)
+    impls = ["gpt"] + ([] if skip_reason else ["hf_gpt2"])
+    results = {}
+    for impl in impls:
+        spec = {**settings, "impl": impl}
+        if device.type == "cuda":
+            results[impl] = measure(spec)
+            gc.collect()
+            torch.cuda.empty_cache()
+            if settings["compile"]:
+                torch._dynamo.reset()
+        else:
+            results[impl] = measure_isolated(spec)
+        r = results[impl]
+        r["mfu"] = flops_per_token * r["tokens_per_s"] / (peak_tflops * 1e12)
+    ratios = None
+    if "hf_gpt2" in results:
+        ours, hf = results["gpt"], results["hf_gpt2"]
+        ratios = {"tokens_per_s": ours["tokens_per_s"] / hf["tokens_per_s"],
+                  "peak_memory": ours["peak_memory_mib"] / hf["peak_memory_mib"]
+                  if hf["peak_memory_mib"] > 0 else None}
+    notes = []
+    if "hf_gpt2" in results and not config.bias:
+        notes.append(f"preset has bias=False; GPT2LMHeadModel always has biases "
+                     f"({results['hf_gpt2']['params'] - results['gpt']['params']:+d} parameters)")
+    return {"settings": settings, "tokens_per_step": settings["batch"] * settings["seq_len"],
+            "flops_per_token": flops_per_token, "peak_tflops": peak_tflops, "peak_source": peak_source,
+            "memory_kind": CUDA_MEMORY_KIND if device.type == "cuda" else CPU_MEMORY_KIND,
+            "results": results, "ratios_ours_over_hf": ratios, "baseline_skipped": skip_reason,
+            "notes": notes, "versions": versions(device)}
+
+
+def format_table(report: dict) -> str:
+    s = report["settings"]
+    lines = [f"gpt.bench: {s['preset']}, batch {s['batch']} x seq {s['seq_len']}, {s['dtype']}, "
+             f"backend {s['backend']}, compile {'on' if s['compile'] else 'off'}, "
+             f"AdamW {'fused' if s['fused_adamw'] else 'foreach'}, {s['device']} "
+             f"({report['versions']['torch_threads']} threads), {s['steps']} steps after {s['warmup']} warm-up",
+             f"peak {report['peak_tflops']:.3g} TFLOP/s ({report['peak_source']}); "
+             f"{report['flops_per_token'] / 1e6:.1f} MFLOP/token (6N + 12LHDT)",
+             "",
+             f"{'model':<22}{'params':>10}{'step ms (med)':>15}{'tokens/s':>12}{'MFU':>8}{'peak mem MiB':>14}"]
+    names = {"gpt": "gpt (ours)", "hf_gpt2": "hf GPT2LMHeadModel"}
+    for impl, r in report["results"].items():
+        lines.append(f"{names[impl]:<22}{r['params'] / 1e6:>9.2f}M{r['step_ms_median']:>15.1f}"
+                     f"{r['tokens_per_s']:>12.0f}{100 * r['mfu']:>7.1f}%{r['peak_memory_mib']:>14.1f}")
+    ratios = report["ratios_ours_over_hf"]
+    if ratios:
+        mem = "n/a" if ratios["peak_memory"] is None else f"{ratios['peak_memory']:.2f}x"
+        lines.append(f"{'ours / hf':<22}{'':>10}{'':>15}{ratios['tokens_per_s']:>11.2f}x{'':>8}{mem:>14}")
+    else:
+        lines.append(f"baseline skipped: {report['baseline_skipped']}")
+    lines.append(f"memory: {report['memory_kind']}")
+    lines += [f"note: {n}" for n in report["notes"]]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps(measure(json.loads(args.worker))))
+        return 0
+    report = run(settings_from(args), args.peak_tflops, baseline=not args.no_baseline)
+    print(format_table(report))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
