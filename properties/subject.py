@@ -11,6 +11,7 @@ Subclass :class:`Subject` instead for capabilities (KV cache, dropout, ...) or a
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from typing import Callable, Optional
 
@@ -155,7 +156,7 @@ def load_subject(spec: Optional[str] = None) -> Subject:
     """A built-in name (see ``BUILTIN``) or ``package.module:factory``.
 
     The factory is a Subject subclass or instance, a zero-argument function returning a Subject, or a
-    function ``make(config) -> nn.Module``.
+    function (or nn.Module class) ``make(config) -> nn.Module``.
     """
     spec = spec or os.environ.get(ENV_VAR) or "gpt"
     if spec in BUILTIN:
@@ -169,5 +170,21 @@ def load_subject(spec: Optional[str] = None) -> Subject:
     if isinstance(obj, type) and issubclass(obj, Subject):
         return obj()
     if callable(obj):
+        if not isinstance(obj, type) and _required_positional(obj) == 0:  # a function returning a Subject
+            made = obj()
+            if not isinstance(made, Subject):
+                raise TypeError(f"{spec}() returned {type(made).__name__}, not a Subject; a module factory "
+                                "takes the config: make(config) -> nn.Module")
+            return made
         return ModuleSubject(obj, name=spec)
     raise TypeError(f"{spec} is neither a Subject nor a factory function")
+
+
+def _required_positional(fn) -> Optional[int]:
+    """How many positional parameters ``fn`` requires (None if its signature cannot be read)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in kinds and p.default is inspect.Parameter.empty for p in params)

@@ -20,7 +20,7 @@ from hypothesis import given, note, strategies as st
 
 from gpt.config import Config
 from properties.distributed import BROKEN_HOOKS, DDPCase, DDPPool, check_case, default_devices
-from properties.harness import draw_config
+from properties.harness import draw_config, gpt_only
 from properties.subject import ENV_VAR
 from strategies import seeds, token_batches
 
@@ -94,6 +94,8 @@ def test_broken_gradient_allreduce_is_caught(subject, subject_spec, ddp_pool, ho
     """The property has power: with a comm hook that sums without dividing by the world size, or skips the
     all-reduce, the check reports a gradient mismatch; DDP's own reduction and torch's reference
     allreduce_hook pass on the same case (so the failure is the hook's)."""
+    # this checks the property's power, not the subject: it needs a subject that expresses POWER_CASE
+    gpt_only(subject)
     _note_reproduction(POWER_CASE, ddp_pool, subject_spec, hook, say=print)
     if hook in BROKEN_HOOKS:
         with pytest.raises(AssertionError, match="gradient") as caught:

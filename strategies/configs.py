@@ -34,9 +34,16 @@ def configs(draw, space: ConfigSpace = ConfigSpace(), size: str = "tiny", dropou
     # rope rotates pairs; and n_embd >= 2 always, since a LayerNorm over one feature outputs its bias alone
     min_head = 2 if position == "rope" or n_head == 1 else 1
     head_size = pick("head_size", st.integers(min_head, s["head_size"]))
+    if position == "rope" and not (space.partial_rotary or space.odd_rotary) and head_size % 2 \
+            and "head_size" not in fixed:
+        head_size -= 1  # full rotary over an even number of features is the only choice left
     n_embd = n_head * head_size
     if space.free_head_size and draw(st.booleans(), label="free n_embd"):
-        n_embd = draw(st.integers(2, s["heads"] * s["head_size"]), label="n_embd")
+        if space.divisible_n_embd:
+            per_head = st.integers(-(-2 // n_head), s["heads"] * s["head_size"] // n_head)  # n_embd >= 2
+            n_embd = n_head * draw(per_head, label="n_embd / n_head")
+        else:
+            n_embd = draw(st.integers(2, s["heads"] * s["head_size"]), label="n_embd")
     n_embd = fixed.get("n_embd", n_embd)
 
     kw = dict(n_layer=pick("n_layer", st.integers(1, s["layers"])), n_head=n_head, n_embd=n_embd,
@@ -69,8 +76,9 @@ def configs(draw, space: ConfigSpace = ConfigSpace(), size: str = "tiny", dropou
     if dropout:
         # >= 0.3 so that two train-mode forwards differ with overwhelming probability even on tiny draws
         p = st.sampled_from([0.3, 0.5])
-        kw.update(embd_dropout=draw(p, label="embd_dropout"), attn_dropout=draw(p, label="attn_dropout"),
-                  resid_dropout=draw(p, label="resid_dropout"))
+        for group in space.dropout_groups:
+            value = draw(p, label=group[0])
+            kw.update({name: value for name in group})
     kw.update({k: v for k, v in fixed.items() if k not in kw})
     return Config(**kw)
 

@@ -25,8 +25,12 @@ class ConfigSpace:
     tie_embeddings: tuple = (False, True)
     gqa: bool = True  # n_query_groups < n_head (GQA, MQA)
     free_head_size: bool = True  # head_size other than n_embd // n_head
+    divisible_n_embd: bool = False  # a free n_embd is still a multiple of n_head (LlamaConfig checks it)
     partial_rotary: bool = True  # rotary_percentage < 1
     odd_rotary: bool = True  # an odd number of rotated features
     vocab_padding: bool = True  # padded_vocab_size > vocab_size
     intermediate_sizes: bool = True  # intermediate_size other than 4 * n_embd
     norm_eps: tuple = (1e-5, 1e-3, 0.1)
+    # configs(dropout=True) draws one probability per group for the fields in it; fields in no group stay
+    # 0. A group of several fields shares one value (GPT-NeoX's hidden_dropout is embd and resid dropout).
+    dropout_groups: tuple = (("embd_dropout",), ("attn_dropout",), ("resid_dropout",))

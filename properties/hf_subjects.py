@@ -1,0 +1,194 @@
+"""Hugging Face transformers models as subjects: GPT-2, GPT-NeoX and Llama with random weights.
+
+Each subject builds the transformers ``*ForCausalLM`` for a drawn ``Config`` (through
+``gpt.convert_hf.config_to_hf``) with HF's own random initialisation under ``torch.manual_seed(seed)``,
+runs HF's forward with ``attn_implementation`` "eager" for ``attn_backend="math"`` and "sdpa" for "sdpa",
+and decodes through HF's own ``DynamicCache``. Nothing of our ``gpt.GPT`` is used.
+
+Each family's ``space`` draws only configs it can express; every restriction below states why.
+
+Float64: transformers computes Llama's RMSNorm statistics, the RoPE table and the eager softmax of
+GPT-NeoX and Llama in float32 whatever the model dtype (upcasts meant for half precision), so a float64
+HF model is only float32-accurate there. The float64 properties compare results to 1e-13 and would flag
+that, so by default a float64 model runs under ``gpt.convert_hf.hf_float64`` (float32 requests served
+in float64; HF's code otherwise unchanged). ``raw_gpt2`` / ``raw_neox`` / ``raw_llama`` are the same
+subjects without it (``--subject properties.hf_subjects:raw_llama``) and show those float32 islands.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from gpt.config import Config
+from gpt.convert_hf import config_to_hf, hf_float64
+from properties.subject import Subject
+from strategies.space import ConfigSpace
+
+HF_CAPABILITIES = frozenset({"kv_cache", "positions", "inputs_embeds", "dropout", "param_count", "init_scale",
+                             "low_precision"})
+# not claimed: "save_load" (the checkpoint property needs a load that refuses a mismatched gpt Config by
+# field name, which from_pretrained does not do) and "input_validation" (HF raises IndexError or nothing
+# for out-of-range ids and over-long sequences, not errors naming the problem).
+
+
+class HFSubject(Subject):
+    family: str = ""
+    hf_class: str = ""
+    capabilities = HF_CAPABILITIES
+
+    def __init__(self, exact_float64: bool = True) -> None:
+        self.exact_float64 = exact_float64
+        if not exact_float64:
+            self.name = self.name + "-raw"
+
+    # ------------------------------------------------------------------ build
+    def build(self, config: Config, seed: int, dtype=torch.float64, device="cpu") -> nn.Module:
+        import transformers
+
+        hf_config = config_to_hf(config, self.family)  # attn_implementation from config.attn_backend
+        torch.manual_seed(seed)
+        model = getattr(transformers, self.hf_class)(hf_config)  # HF's own init, float32, then cast
+        return model.to(device=device, dtype=dtype)
+
+    def _numerics(self, model):
+        return hf_float64(model) if self.exact_float64 else contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ forward
+    def logits(self, model, idx: Tensor, input_pos: Optional[int] = None) -> Tensor:
+        kw = {} if input_pos is None else {"position_ids": _positions(input_pos, idx.size(1), idx.device)}
+        with self._numerics(model):
+            return model(input_ids=idx, use_cache=False, **kw).logits
+
+    def reset_cache(self, model, batch_size: int, max_seq_length: int) -> None:
+        from transformers import DynamicCache
+
+        try:
+            cache = DynamicCache(config=model.config)
+        except TypeError:  # transformers 4
+            cache = DynamicCache()
+        model._subject_cache = (cache, batch_size, max_seq_length)
+
+    def decode(self, model, idx: Tensor, input_pos: int) -> Tensor:
+        state = getattr(model, "_subject_cache", None)
+        if state is None:
+            raise ValueError("decode needs reset_cache first")
+        cache, batch_size, max_seq_length = state
+        T = idx.size(1)
+        if cache.get_seq_length() != input_pos:
+            raise ValueError(f"DynamicCache appends: input_pos must be {cache.get_seq_length()}, got {input_pos}")
+        if idx.size(0) != batch_size or input_pos + T > max_seq_length:
+            raise ValueError(f"chunk of shape {tuple(idx.shape)} at {input_pos} does not fit the cache "
+                             f"({batch_size} x {max_seq_length})")
+        with self._numerics(model):
+            out = model(input_ids=idx, position_ids=_positions(input_pos, T, idx.device), use_cache=True,
+                        **{_cache_kwarg(model): cache})
+        return out.logits
+
+    def embed(self, model, idx: Tensor) -> Tensor:
+        return model.get_input_embeddings()(idx)
+
+    def logits_from_embeds(self, model, embeds: Tensor) -> Tensor:
+        with self._numerics(model):
+            return model(inputs_embeds=embeds, use_cache=False).logits
+
+
+def _positions(start: int, T: int, device) -> Tensor:
+    return torch.arange(start, start + T, device=device).unsqueeze(0)
+
+
+def _cache_kwarg(model) -> str:  # transformers 5 renamed past_key_values to cache
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+class HFGPT2Subject(HFSubject):
+    """``GPT2LMHeadModel``: learned positions, LayerNorm, GELU MLP (exact or tanh), sequential residual."""
+
+    name = "hf-gpt2"
+    family, hf_class = "gpt2", "GPT2LMHeadModel"
+    space = ConfigSpace(
+        positions=("learned",), norms=("LayerNorm",), mlps=("GptNeoxMLP",),
+        bias=(True,),  # Conv1D and LayerNorm always carry biases
+        attn_bias=(False,),  # redundant: with bias=True the qkv projection is biased anyway
+        parallel_residual=(False,), shared_attention_norm=(False,),
+        gqa=False, free_head_size=False,  # one head_dim = n_embd // n_head, as many kv heads as heads
+        backends=("math", "sdpa"),
+    )
+
+    def param_count(self, config: Config) -> int:
+        """wte (unpadded) + wpe + per layer (2 LayerNorms, c_attn, c_proj, c_fc, mlp.c_proj) + ln_f + head."""
+        C, I, V, L = config.n_embd, config.intermediate_size, config.vocab_size, config.n_layer
+        layer = 2 * 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + (C * I + I) + (I * C + C)
+        return V * C + config.block_size * C + L * layer + 2 * C + (0 if config.tie_embeddings else V * C)
+
+
+class HFNeoXSubject(HFSubject):
+    """``GPTNeoXForCausalLM``: rotary on a fraction of each head, LayerNorm, parallel or sequential residual."""
+
+    name = "hf-neox"
+    family, hf_class = "gpt_neox", "GPTNeoXForCausalLM"
+    space = ConfigSpace(
+        positions=("rope",), norms=("LayerNorm",), mlps=("GptNeoxMLP",),
+        bias=(True,),  # the MLP and the LayerNorms always carry biases
+        attn_bias=(False,),  # redundant with bias=True
+        shared_attention_norm=(False,),  # two LayerNorms per layer
+        gqa=False, free_head_size=False,  # head_size = hidden_size // num_attention_heads, no GQA
+        odd_rotary=False,  # HF's RoPE over an odd rotary_ndims rotates one feature more than ours (and any
+        # rotate-half RoPE with a pass-through last feature): odd counts are a different model
+        dropout_groups=(("embd_dropout", "resid_dropout"), ("attn_dropout",)),  # one hidden_dropout
+        backends=("math", "sdpa"),
+    )
+
+    def param_count(self, config: Config) -> int:
+        """embed_in + per layer (2 LayerNorms, query_key_value, dense, dense_h_to_4h, dense_4h_to_h) + final
+        LayerNorm + lm_head; attention_bias is True in this space."""
+        C, I, V, L = config.n_embd, config.intermediate_size, config.vocab_size, config.n_layer
+        layer = 2 * 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + (C * I + I) + (I * C + C)
+        return V * C + L * layer + 2 * C + (0 if config.tie_embeddings else V * C)
+
+
+class HFLlamaSubject(HFSubject):
+    """``LlamaForCausalLM``: RMSNorm, SwiGLU (or GeGLU via hidden_act), GQA, full rotary, free head_dim."""
+
+    name = "hf-llama"
+    family, hf_class = "llama", "LlamaForCausalLM"
+    space = ConfigSpace(
+        positions=("rope",), norms=("RMSNorm",),
+        mlps=("LLaMAMLP", "GemmaMLP"),  # hidden_act silu, or a GELU (exact / tanh) for the GeGLU variant
+        attn_bias=(False,),  # attention_bias also biases o_proj, so qkv-only bias (Qwen-style) is not Llama;
+        # bias=True maps to attention_bias=mlp_bias=True
+        parallel_residual=(False,), shared_attention_norm=(False,),
+        partial_rotary=False, odd_rotary=False,  # Llama rotates all of head_dim, which must be even
+        divisible_n_embd=True,  # LlamaConfig validates hidden_size % num_attention_heads == 0
+        dropout_groups=(("attn_dropout",),),  # attention_dropout is Llama's only dropout
+        backends=("math", "sdpa"),
+    )
+
+    def param_count(self, config: Config) -> int:
+        """embed_tokens + per layer (2 RMSNorms, q/k/v/o, gate/up/down, biases if attention_bias/mlp_bias)
+        + final RMSNorm + lm_head."""
+        C, I, V, L = config.n_embd, config.intermediate_size, config.vocab_size, config.n_layer
+        q, kv = config.n_head * config.head_size, config.n_query_groups * config.head_size
+        b = int(config.bias)
+        attn = C * q + 2 * C * kv + q * C + b * (q + 2 * kv + C)
+        mlp = 3 * C * I + b * (2 * I + C)
+        return V * C + L * (2 * C + attn + mlp) + C + (0 if config.tie_embeddings else V * C)
+
+
+def raw_gpt2() -> Subject:
+    """hf-gpt2 without the float64 numerics (GPT-2 has no float32 casts: identical results)."""
+    return HFGPT2Subject(exact_float64=False)
+
+
+def raw_neox() -> Subject:
+    """hf-neox running HF's float32 RoPE table and eager softmax in float64 models as they are."""
+    return HFNeoXSubject(exact_float64=False)
+
+
+def raw_llama() -> Subject:
+    """hf-llama running HF's float32 RMSNorm, RoPE table and eager softmax in float64 models as they are."""
+    return HFLlamaSubject(exact_float64=False)
