@@ -92,3 +92,13 @@ def assert_low_precision(actual: torch.Tensor, same_dtype_ref: torch.Tensor, ref
     bound = factor * ref_err + floor
     assert err <= bound, (f"{what}: error {err:.3e} vs float64 > {factor} x same-dtype reference error "
                           f"{ref_err:.3e} + noise floor = {bound:.3e}")
+
+
+def decode_in_chunks(subject, model, idx: torch.Tensor, plan) -> torch.Tensor:
+    """Logits of ``idx`` decoded through a fresh KV cache in chunks of the lengths in ``plan``."""
+    subject.reset_cache(model, idx.size(0), idx.size(1))
+    out, pos = [], 0
+    for n in plan:
+        out.append(subject.decode(model, idx[:, pos : pos + n], pos))
+        pos += n
+    return torch.cat(out, dim=1)

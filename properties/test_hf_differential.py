@@ -22,7 +22,7 @@ from gpt import GPT, Config  # noqa: E402
 from gpt.convert_hf import (  # noqa: E402
     FAMILIES, check_expressible, config_from_hf, config_to_hf_dict, from_hf, hf_float64, load_hf_checkpoint, to_hf,
 )
-from properties.harness import assert_close64, gpt_only  # noqa: E402
+from properties.harness import assert_close64, decode_in_chunks, gpt_only  # noqa: E402
 from properties.hf_subjects import HFGPT2Subject, HFLlamaSubject, HFNeoXSubject  # noqa: E402
 from properties.subject import GPTSubject  # noqa: E402
 from strategies import ConfigSpace, configs, decode_plans, seeds, token_batches  # noqa: E402
@@ -49,15 +49,6 @@ def _canonical(config: Config) -> Config:
     return config.replace(attn_bias=config.attn_bias and not config.bias, gelu_approximate=gelu)
 
 
-def _decode(subject, model, idx, plan):
-    subject.reset_cache(model, idx.size(0), idx.size(1))
-    out, pos = [], 0
-    for n in plan:
-        out.append(subject.decode(model, idx[:, pos : pos + n], pos))
-        pos += n
-    return torch.cat(out, dim=1)
-
-
 @given(data=st.data())
 def test_converted_weights_give_transformers_logits_float64(subject, data):
     """float64: GPT(x) == HF(x) and cached decoding in any chunks agrees on both sides, up to summation order.
@@ -71,8 +62,8 @@ def test_converted_weights_give_transformers_logits_float64(subject, data):
         with hf_float64(hf):
             got = hf(idx, use_cache=False).logits
         assert_close64(got, expected, config, f"{family} transformers logits vs ours")
-        assert_close64(_decode(HF[family], hf, idx, plan), expected, config, f"{family} transformers decoding {plan}")
-        assert_close64(_decode(OURS, ours, idx, plan), expected, config, f"our decoding {plan}")
+        assert_close64(decode_in_chunks(HF[family], hf, idx, plan), expected, config, f"{family} transformers decoding {plan}")
+        assert_close64(decode_in_chunks(OURS, ours, idx, plan), expected, config, f"our decoding {plan}")
 
 
 def float32_tol(config: Config, ref: torch.Tensor) -> float:
@@ -99,7 +90,7 @@ def test_converted_weights_give_transformers_logits_float32(subject, data):
     with torch.no_grad():
         expected = ours(idx)
         tol = float32_tol(config, expected)
-        decoded = _decode(HF[family], hf, idx, plan)
+        decoded = decode_in_chunks(HF[family], hf, idx, plan)
         for what, got in (("logits", hf(idx, use_cache=False).logits), ("decoding", decoded)):
             err = (got - expected).abs().max().item()
             assert err <= tol, f"{family} float32 {what}: max |difference| {err:.3e} exceeds {tol:.3e}"

@@ -4,17 +4,8 @@ bitwise identical results."""
 import torch
 from hypothesis import given, strategies as st
 
-from properties.harness import assert_close64, draw_case, requires
+from properties.harness import assert_close64, decode_in_chunks, draw_case, requires
 from strategies import decode_plans, token_batches
-
-
-def _decode(subject, model, idx, plan):
-    subject.reset_cache(model, idx.size(0), idx.size(1))
-    out, pos = [], 0
-    for n in plan:
-        out.append(subject.decode(model, idx[:, pos : pos + n], pos))
-        pos += n
-    return torch.cat(out, dim=1)
 
 
 @given(data=st.data())
@@ -25,9 +16,9 @@ def test_chunked_decoding_equals_full_forward(subject, data):
     plan = data.draw(decode_plans(idx.size(1)), label="chunks")
     with torch.no_grad():
         full = subject.logits(model, idx)
-        decoded = _decode(subject, model, idx, plan)
+        decoded = decode_in_chunks(subject, model, idx, plan)
         assert_close64(decoded, full, config, f"decoding in chunks {plan}")
-        again = _decode(subject, model, idx, plan)
+        again = decode_in_chunks(subject, model, idx, plan)
     assert torch.equal(decoded, again), "decoding again after a cache reset gives different logits"
 
 
@@ -41,6 +32,6 @@ def test_reset_cache_forgets_previous_sequence(subject, data):
     other_plan = data.draw(decode_plans(other.size(1)), label="previous chunks")
     plan = data.draw(decode_plans(idx.size(1)), label="chunks")
     with torch.no_grad():
-        _decode(subject, model, other, other_plan)
-        assert_close64(_decode(subject, model, idx, plan), subject.logits(model, idx), config,
+        decode_in_chunks(subject, model, other, other_plan)
+        assert_close64(decode_in_chunks(subject, model, idx, plan), subject.logits(model, idx), config,
                        "decoding after another sequence")
