@@ -176,8 +176,9 @@ class Config:
 
     def flops_per_token(self, seq_len: int) -> int:
         """Training FLOPs per token, 6N + 12 L H D T (PaLM appendix B), N without embeddings."""
-        n = self.param_count() - self.padded_vocab_size * self.n_embd * (1 if self.tie_embeddings else 2)
-        n += self.padded_vocab_size * self.n_embd  # the lm_head matmul costs FLOPs even when tied
+        n = self.param_count()
+        if not self.tie_embeddings:  # the embedding lookup costs no FLOPs; the head's matmul does
+            n -= self.padded_vocab_size * self.n_embd
         if self.position_embedding == "learned":
             n -= self.block_size * self.n_embd
         return 6 * n + 12 * self.n_layer * self.n_head * self.head_size * seq_len
