@@ -34,6 +34,16 @@ def subject(request):
     return load_subject(request.config.getoption("--subject"))
 
 
+@pytest.fixture(autouse=True)
+def _needs_capabilities(request):
+    """``@pytest.mark.needs("kv_cache", ...)``: skip, naming the property and the missing capability."""
+    marker = request.node.get_closest_marker("needs")
+    if marker:
+        from properties.harness import requires
+
+        requires(request.getfixturevalue("subject"), *marker.args)
+
+
 def pytest_report_header(config):
     spec = config.getoption("--subject") or os.environ.get("GPT_PROPERTIES_SUBJECT") or "gpt"
     return [f"gpt-properties subject: {spec}; hypothesis profile: {settings._current_profile}"]

@@ -17,8 +17,11 @@ BACKENDS = ("math", "sdpa", "flash")
 GELU_APPROXIMATIONS = ("none", "tanh")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
+    """Frozen after validation: derive a changed copy with ``config.replace(field=value)`` (re-derived and
+    re-validated) rather than assigning to a field."""
+
     name: str = ""
     # sizes
     vocab_size: int = 50257
@@ -81,7 +84,7 @@ class Config:
 
         padded = _round_up(self.vocab_size, self.padding_multiple)
         if self.padded_vocab_size is None:
-            self.padded_vocab_size = padded
+            self._derive('padded_vocab_size', padded)
         elif self.padded_vocab_size < self.vocab_size:
             raise ValueError(
                 f"Config.padded_vocab_size must be >= vocab_size ({self.vocab_size}), got {self.padded_vocab_size}"
@@ -92,27 +95,30 @@ class Config:
                     f"Config.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) "
                     "unless head_size is given"
                 )
-            self.head_size = self.n_embd // self.n_head
+            self._derive('head_size', self.n_embd // self.n_head)
         if self.n_query_groups is None:
-            self.n_query_groups = self.n_head
+            self._derive('n_query_groups', self.n_head)
         if not (self.n_query_groups <= self.n_head and self.n_head % self.n_query_groups == 0):
             raise ValueError(
                 f"Config.n_query_groups must divide n_head ({self.n_head}) and be in [1, {self.n_head}], "
                 f"got {self.n_query_groups}"
             )
         if self.intermediate_size is None:
-            self.intermediate_size = 4 * self.n_embd
+            self._derive('intermediate_size', 4 * self.n_embd)
         if self.shared_attention_norm and not self.parallel_residual:
             raise ValueError("Config.shared_attention_norm=True requires parallel_residual=True")
         if self.position_embedding == "rope":
-            self.rope_n_elem = int(self.rotary_percentage * self.head_size)
+            self._derive('rope_n_elem', int(self.rotary_percentage * self.head_size))
             if self.rope_n_elem < 2:
                 raise ValueError(
                     f"Config.rotary_percentage ({self.rotary_percentage}) x head_size ({self.head_size}) "
                     f"must rotate at least 2 elements, got {self.rope_n_elem}"
                 )
         else:
-            self.rope_n_elem = 0
+            self._derive('rope_n_elem', 0)
+
+    def _derive(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # frozen: derived fields are set once, here
 
     # ---------------------------------------------------------------- construction
     @classmethod
