@@ -56,10 +56,14 @@ def assert_close64(actual: torch.Tensor, expected: torch.Tensor, config, what: s
     assert err <= tol, f"{what}: max |difference| {err:.3e} exceeds the float64 reordering bound {tol:.3e}"
 
 
+def assert_close_subject(subject, actual: torch.Tensor, expected: torch.Tensor, config, what: str) -> None:
+    """Generic properties compare a subject's outputs through this: the bound follows from the subject's
+    declared working precision (float64 here, the summation-order bound of ``assert_close64``)."""
+    assert_close64(actual, expected, config, what)
+
+
 def dropout_free(config) -> bool:
     return config.embd_dropout == config.attn_dropout == config.resid_dropout == 0
-
-
 
 
 def gpt_only(subject) -> None:
