@@ -40,6 +40,21 @@ class Subject:
     name: str = "custom"
     capabilities: frozenset = frozenset()
     space: ConfigSpace = ConfigSpace(backends=("sdpa",))
+    # Declared working precision (properties.harness.assert_close_subject derives every exactness bound
+    # from it). float32_islands names the parts computed in float32 inside a float64 model (litgpt's
+    # RMSNorm and RoPE tables, torchtune's RoPE, transformers' RMSNorm/RoPE/softmax upcasts), e.g.
+    # frozenset({"rmsnorm", "rope"}); logits_dtype is the dtype logits come back in when it is not the
+    # model's (torchtune returns float32 logits), None for the model's own dtype.
+    float32_islands: frozenset = frozenset()
+    logits_dtype: Optional[torch.dtype] = None
+
+    @property
+    def working_dtype(self) -> torch.dtype:
+        """The lowest float precision a float64 model of this subject computes in."""
+        lowest = torch.float32 if self.float32_islands else torch.float64
+        if self.logits_dtype is not None and torch.finfo(self.logits_dtype).eps > torch.finfo(lowest).eps:
+            lowest = self.logits_dtype
+        return lowest
 
     def build(self, config: Config, seed: int, dtype: torch.dtype = torch.float64, device="cpu") -> nn.Module:
         raise NotImplementedError
@@ -78,18 +93,31 @@ class Subject:
         return f"<subject {self.name}>"
 
 
+# What a plain nanoGPT-style factory expresses: n_embd = n_head * head_size, RoPE (if any) over all of an
+# even head, one attention implementation. Widen it by giving the factory a ``space`` attribute
+# (``make.space = ConfigSpace(backends=("sdpa",))`` is every axis), or subclass Subject.
+CONVENTIONAL_SPACE = ConfigSpace(backends=("sdpa",), free_head_size=False, partial_rotary=False, odd_rotary=False)
+
+
 class ModuleSubject(Subject):
-    """Wraps a user factory ``make(config) -> nn.Module`` (forward(idx) -> logits)."""
+    """Wraps a user factory ``make(config) -> nn.Module`` (forward(idx) -> logits). The factory may
+    carry ``space``, ``capabilities``, ``float32_islands`` and ``logits_dtype`` attributes."""
 
     def __init__(self, factory: Callable[[Config], nn.Module], name: str,
                  capabilities=frozenset(), space: Optional[ConfigSpace] = None) -> None:
         self.factory, self.name = factory, name
-        self.capabilities = frozenset(capabilities)
-        self.space = space or Subject.space
+        self.capabilities = frozenset(capabilities or getattr(factory, "capabilities", ()))
+        self.space = space or getattr(factory, "space", None) or CONVENTIONAL_SPACE
+        self.float32_islands = frozenset(getattr(factory, "float32_islands", ()))
+        self.logits_dtype = getattr(factory, "logits_dtype", None)
 
     def build(self, config, seed, dtype=torch.float64, device="cpu"):
         torch.manual_seed(seed)
-        return self.factory(config).to(device=device, dtype=dtype)
+        model = self.factory(config)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{self.name}(config) returned {type(model).__name__}, not a torch.nn.Module "
+                            "mapping (B, T) token ids to (B, T, vocab_size) logits")
+        return model.to(device=device, dtype=dtype)
 
 
 class GPTSubject(Subject):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from properties.harness import assert_close64, build, draw_config
+from properties.harness import assert_close_subject, build, draw_config
 from strategies import seeds, token_batches
 
 
@@ -27,6 +27,6 @@ def test_backends_agree_on_outputs_and_gradients(subject, data):
     probe = torch.randn(*idx.shape, config.vocab_size, dtype=torch.float64)
     ref_logits, ref_grads = _logits_and_grads(subject, config, seed, idx, probe)
     logits, grads = _logits_and_grads(subject, config.replace(attn_backend=b), seed, idx, probe)
-    assert_close64(logits, ref_logits, config, f"{b} vs {a} logits")
+    assert_close_subject(subject, logits, ref_logits, config, f"{b} vs {a} logits")
     for name, g in ref_grads.items():
-        assert_close64(grads[name], g, config, f"{b} vs {a} gradient of {name}")
+        assert_close_subject(subject, grads[name], g, config, f"{b} vs {a} gradient of {name}")

@@ -6,10 +6,11 @@ import torch
 from hypothesis import given, strategies as st
 
 from gpt.config import Config
-from properties.harness import draw_case, requires
+from properties.harness import draw_case
 from strategies import invalid_configs
 
 
+@pytest.mark.gpt_internal
 @given(case=invalid_configs())
 def test_invalid_config_names_the_field(case):
     """Config(**kwargs) with one broken constraint raises ValueError or TypeError whose message names it."""
@@ -18,10 +19,10 @@ def test_invalid_config_names_the_field(case):
         Config(**kwargs)
 
 
+@pytest.mark.needs("input_validation")
 @given(data=st.data())
 def test_bad_token_tensors_are_refused(subject, data):
     """ids >= vocab_size or < 0 name vocab_size; T > block_size names block_size; float ids name the dtype."""
-    requires(subject, "input_validation")
     config, model, idx = draw_case(data, subject)
     kind = data.draw(st.sampled_from(["too large", "negative", "too long", "float"]), label="bad input")
     bad, pattern = idx.clone(), "vocab_size"

@@ -3,7 +3,7 @@ permuting the batch permutes the outputs."""
 import torch
 from hypothesis import given, strategies as st
 
-from properties.harness import assert_close64, draw_case
+from properties.harness import assert_close_subject, draw_case
 
 
 @given(data=st.data())
@@ -14,5 +14,6 @@ def test_rows_are_independent_and_permutation_equivariant(subject, data):
     with torch.no_grad():
         batched = subject.logits(model, idx)
         for i in range(idx.size(0)):
-            assert_close64(subject.logits(model, idx[i : i + 1])[0], batched[i], config, f"row {i} alone vs batched")
-        assert_close64(subject.logits(model, idx[perm]), batched[perm], config, "permuted batch")
+            assert_close_subject(subject, subject.logits(model, idx[i : i + 1])[0], batched[i], config,
+                                 f"row {i} alone vs batched")
+        assert_close_subject(subject, subject.logits(model, idx[perm]), batched[perm], config, "permuted batch")

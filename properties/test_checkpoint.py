@@ -7,13 +7,13 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from properties.harness import draw_case, requires
+from properties.harness import draw_case
 
 
+@pytest.mark.needs("save_load")
 @given(data=st.data())
 def test_checkpoint_round_trip_and_mismatch(subject, data):
     """load(save(model)) gives the same logits exactly; loading into another config raises ValueError."""
-    requires(subject, "save_load")
     config, model, idx = draw_case(data, subject)
     field, value = data.draw(st.sampled_from([("n_layer", config.n_layer + 1), ("vocab_size", config.vocab_size + 1),
                                               ("tie_embeddings", not config.tie_embeddings),

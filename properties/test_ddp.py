@@ -89,6 +89,7 @@ POWER_CASE = DDPCase(Config(vocab_size=11, n_layer=2, n_embd=8, n_head=2, block_
                      seed=1234, idx=[[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], optimizer="sgd")
 
 
+@pytest.mark.gpt_internal
 @pytest.mark.parametrize("hook", [None, "allreduce", *BROKEN_HOOKS])
 def test_broken_gradient_allreduce_is_caught(subject, subject_spec, ddp_pool, hook):
     """The property has power: with a comm hook that sums without dividing by the world size, or skips the
@@ -107,6 +108,7 @@ def test_broken_gradient_allreduce_is_caught(subject, subject_spec, ddp_pool, ho
 
 
 @pytest.mark.gpu
+@pytest.mark.gpt_internal
 def test_xdist_worker_owns_its_gpu(gpu_pin):
     """Under `pytest -n N`, worker gwK computes on GPU K mod (GPU count), and nowhere else by default:
     the current device is the pinned one, and it is physically the GPU listed K mod count in the original

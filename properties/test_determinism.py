@@ -4,17 +4,18 @@ In eval mode two forwards are bitwise identical, whatever the dropout probabilit
 dropout > 0 two forwards differ, and are bitwise identical again under the same torch seed. With every
 dropout probability 0, train mode equals eval mode.
 """
+import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from properties.harness import build, draw_config, requires
+from properties.harness import build, draw_config
 from strategies import seeds, token_batches
 
 
+@pytest.mark.needs("dropout")
 @given(data=st.data())
 def test_eval_is_deterministic_and_dropout_is_seeded(subject, data):
     """eval: f(x) == f(x) bitwise; train, p > 0: f(x) != f(x), but seed(s); f(x) == seed(s); f(x)."""
-    requires(subject, "dropout")
     config = draw_config(data, subject, dropout=True)
     model = build(subject, config, data.draw(seeds(), label="seed"))
     # >= 2 rows of >= 2 tokens: enough dropout sites that two masks coincide with negligible probability

@@ -7,6 +7,7 @@ values V = [I | 1] (value j is the j-th unit vector with a trailing 1): the firs
 query are its kept, rescaled weights, the last one is their sum. Dropping scores before the softmax,
 dropping output features instead of weights, or forgetting the 1 / (1 - p) rescaling all break it.
 """
+import pytest
 import math
 
 import torch
@@ -15,6 +16,8 @@ from hypothesis import given, strategies as st
 from gpt.attention import attend, attention_probs
 from properties.harness import draw_config, gpt_only
 from strategies import seeds
+
+pytestmark = pytest.mark.gpt_internal
 
 TOL = 1e-12
 

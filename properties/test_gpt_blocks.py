@@ -5,6 +5,7 @@ Each block is compared with a direct transcription of its paper definition: RMSN
 pairs, attention as a per-head loop with an explicit causal mask, and the MLPs. They pin down what the
 model-level invariants cannot see (an epsilon dropped, a weight not applied).
 """
+import pytest
 import math
 
 import torch
@@ -16,6 +17,8 @@ from gpt.mlp import build_mlp
 from gpt.norm import build_norm
 from properties.harness import draw_config, gpt_only
 from strategies import seeds
+
+pytestmark = pytest.mark.gpt_internal
 
 TOL = 1e-12  # float64, a handful of operations on O(1) values
 

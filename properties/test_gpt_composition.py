@@ -17,6 +17,7 @@ independent, prefix consistent and cache consistent, only a different function.
 Parameters are redrawn at O(1) scale so that every term matters, and every reference is written from
 parameters and formulas, reusing a module only where its own property has pinned it down.
 """
+import pytest
 import math
 
 import torch
@@ -25,6 +26,8 @@ from hypothesis import given, strategies as st
 from gpt.embedding import apply_rope, rope_cache
 from properties.harness import assert_close64, build, draw_config, gpt_only
 from strategies import seeds, token_batches
+
+pytestmark = pytest.mark.gpt_internal
 
 
 def _randomise(module, seed: int) -> None:

@@ -8,6 +8,8 @@ import torch
 from gpt import GPT, Config
 from gpt.attention import attention_probs
 
+pytestmark = pytest.mark.gpt_internal
+
 
 def tiny(**kw):
     return GPT.Config(**{**dict(vocab_size=128, n_layer=2, n_head=2, n_embd=64, block_size=32), **kw})

@@ -10,6 +10,7 @@ function) or when |z| > 6.1 (two-sided 1e-9): a correct initialisation fails abo
 tensors, while a variance off by the factor 2 n_layer >= 2 is rejected as soon as N is a few hundred,
 which the drawn sizes reach many times per run.
 """
+import pytest
 import math
 
 import torch
@@ -17,6 +18,8 @@ from hypothesis import given, strategies as st
 
 from properties.harness import build, draw_config, gpt_only
 from strategies import seeds
+
+pytestmark = pytest.mark.gpt_internal
 
 TAIL = 1e-9
 Z_MAX = 6.1  # P(|N(0, 1)| > 6.1) ~ 1.1e-9

@@ -17,6 +17,7 @@ so with delta = P (ln(base) + 3) u_32 + 4 u_32 the float32 pair is within delta 
 its rounding adds u_d (1 + delta) r, plus half the dtype's subnormal spacing for pairs that tiny.
 Features beyond the rotary ones pass through unchanged, exactly.
 """
+import pytest
 import math
 
 import torch
@@ -25,6 +26,8 @@ from hypothesis import given, strategies as st
 from gpt.embedding import apply_rope, rope_cache
 from properties.harness import draw_config, gpt_only
 from strategies import seeds
+
+pytestmark = pytest.mark.gpt_internal
 
 U32 = torch.finfo(torch.float32).eps / 2
 

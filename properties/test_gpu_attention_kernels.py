@@ -14,7 +14,7 @@ from gpt.attention import flash_attention, flash_available
 from properties.gpu import KERNELS, NotApplicable, device, math_attention, run_kernel
 from properties.harness import assert_low_precision
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.gpt_internal]
 
 
 @st.composite

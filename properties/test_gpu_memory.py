@@ -7,7 +7,7 @@ import torch
 from gpt.attention import attend, flash_available
 from properties.gpu import device
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.gpt_internal]
 
 
 def peak_attention_bytes(backend: str, T: int, B=2, nh=16, hs=64) -> int:

@@ -18,7 +18,7 @@ from properties.harness import assert_low_precision
 from properties.subject import GPTSubject
 from strategies import ConfigSpace, configs, decode_plans, perturbations, seeds, token_batches
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.gpt_internal]
 SUBJECT = GPTSubject(("sdpa", "flash") if flash_available() else ("sdpa",), "gpt-cuda")
 # flash-attn kernels have no tile for every head size: draw the sizes real models use
 SPACE = ConfigSpace(backends=SUBJECT.space.backends, free_head_size=False)

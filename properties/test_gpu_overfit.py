@@ -9,7 +9,7 @@ import pytest
 
 from properties.gpu import device
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.gpt_internal]
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 

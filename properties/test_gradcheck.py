@@ -1,16 +1,17 @@
 """Property 7: finite-difference gradients. torch.autograd.gradcheck (float64, fast mode) agrees with
 autograd with respect to the input embeddings and with respect to every parameter."""
+import pytest
 import torch
 from hypothesis import given, strategies as st
 from torch.func import functional_call
 
-from properties.harness import draw_case, requires
+from properties.harness import draw_case
 
 
+@pytest.mark.needs("inputs_embeds")
 @given(data=st.data())
 def test_gradcheck_input_embeddings(subject, data):
     """d logits / d inputs_embeds from autograd matches central finite differences."""
-    requires(subject, "inputs_embeds")
     config, model, idx = draw_case(data, subject, max_batch=2)
     embeds = subject.embed(model, idx).detach().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda e: subject.logits_from_embeds(model, e), (embeds,), fast_mode=True)

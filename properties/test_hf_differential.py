@@ -27,6 +27,8 @@ from properties.hf_subjects import HFGPT2Subject, HFLlamaSubject, HFNeoXSubject 
 from properties.subject import GPTSubject  # noqa: E402
 from strategies import ConfigSpace, configs, decode_plans, seeds, token_batches  # noqa: E402
 
+pytestmark = pytest.mark.gpt_internal
+
 HF = {"gpt2": HFGPT2Subject(), "gpt_neox": HFNeoXSubject(), "llama": HFLlamaSubject()}
 OURS = GPTSubject()
 U32 = torch.finfo(torch.float32).eps

@@ -9,17 +9,18 @@ default scale (N(0, 1) embeddings) lands n_embd / 2 above ln V.
 """
 import math
 
+import pytest
 import torch
 from hypothesis import given, strategies as st
 from torch.nn import functional as F
 
-from properties.harness import draw_case, requires
+from properties.harness import draw_case
 
 
+@pytest.mark.needs("init_scale")
 @given(data=st.data())
 def test_initial_loss_is_near_log_vocab(subject, data):
     """|CE(logits, random targets) - ln V| <= s^2 + 4 s with s = 0.02 sqrt(n_embd)."""
-    requires(subject, "init_scale")
     config, model, idx = draw_case(data, subject)
     targets = torch.randint(0, config.vocab_size, idx.shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

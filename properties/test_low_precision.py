@@ -5,17 +5,18 @@ Noise floor: twice the rounding error of merely representing the float64 logits 
 2 * max|fl(ref + 0.3) - 0.3 - ref| as in flash-attention's tests; it keeps the bound from collapsing when
 the reference happens to round well. (properties.harness.assert_low_precision)
 """
+import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from properties.harness import assert_low_precision, build, draw_config, requires
+from properties.harness import assert_low_precision, build, draw_config
 from strategies import seeds, token_batches
 
 
+@pytest.mark.needs("low_precision")
 @given(data=st.data())
 def test_low_precision_error_is_bounded_by_math_reference(subject, data):
     """|f_dtype,backend(x) - f_64(x)| <= 2 |f_dtype,math(x) - f_64(x)| + floor, all from the same weights."""
-    requires(subject, "low_precision")
     dtype = data.draw(st.sampled_from([torch.bfloat16, torch.float16]), label="dtype")
     backend = data.draw(st.sampled_from(subject.space.backends), label="backend")
     reference_backend = "math" if "math" in subject.space.backends else backend

@@ -15,6 +15,8 @@ import pytest
 from properties.mutation import runner
 from properties.mutation.catalog import BUG_CLASSES, MUTANTS, REQUIRED_BUG_CLASSES, Mutant
 
+pytestmark = pytest.mark.repo
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -2,7 +2,7 @@
 import torch
 from hypothesis import given, strategies as st
 
-from properties.harness import assert_close64, draw_case
+from properties.harness import assert_close_subject, draw_case
 
 
 @given(data=st.data())
@@ -12,4 +12,4 @@ def test_prefix_forward_equals_full_forward_prefix(subject, data):
     t = data.draw(st.integers(1, idx.size(1)), label="t")
     with torch.no_grad():
         full, prefix = subject.logits(model, idx), subject.logits(model, idx[:, :t])
-    assert_close64(prefix, full[:, :t], config, f"forward(x[:, :{t}]) vs forward(x)[:, :{t}]")
+    assert_close_subject(subject, prefix, full[:, :t], config, f"forward(x[:, :{t}]) vs forward(x)[:, :{t}]")

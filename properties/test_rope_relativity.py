@@ -4,18 +4,18 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from properties.harness import assert_close64, draw_case, requires
+from properties.harness import assert_close_subject, draw_case
 
 
+@pytest.mark.needs("positions")
 @given(data=st.data())
 def test_shifting_all_positions_leaves_logits_unchanged(subject, data):
     """logits(x, positions 0..T-1) == logits(x, positions s..s+T-1) for every shift s."""
-    requires(subject, "positions")
     if "rope" not in subject.space.positions:
         pytest.skip(f"subject {subject.name} has no rotary positions")
     config, model, idx = draw_case(data, subject, position_embedding="rope")
     idx = idx[:, : config.block_size - 1]
     shift = data.draw(st.integers(1, config.block_size - idx.size(1)), label="shift")
     with torch.no_grad():
-        assert_close64(subject.logits(model, idx, input_pos=shift), subject.logits(model, idx), config,
-                       f"logits with positions shifted by {shift}")
+        assert_close_subject(subject, subject.logits(model, idx, input_pos=shift), subject.logits(model, idx),
+                             config, f"logits with positions shifted by {shift}")

@@ -13,6 +13,8 @@ import pytest
 from gpt import data
 from gpt.overfit import main as overfit_main
 
+pytestmark = pytest.mark.repo
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 needs_corpus = pytest.mark.skipif(not CORPUS.is_file(), reason=f"shared tiny-shakespeare copy not found at {CORPUS}")

@@ -4,6 +4,8 @@ import torch
 
 from properties.subject import BUILTIN, GPTSubject, ModuleSubject, Subject, load_subject
 
+pytestmark = pytest.mark.repo
+
 _instance = GPTSubject(("math",), "an instance")
 
 

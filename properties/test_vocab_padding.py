@@ -1,9 +1,12 @@
 """Property: vocabulary padding is invisible. The padded rows of the embedding and the head never reach
 the logits: overwriting them with arbitrary values leaves every logit bitwise unchanged."""
+import pytest
 import torch
 from hypothesis import given, strategies as st
 
 from properties.harness import draw_case, gpt_only
+
+pytestmark = pytest.mark.gpt_internal
 
 
 @given(data=st.data())

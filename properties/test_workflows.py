@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.repo
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 SCHEMAS = ("vendor.github-workflows", "custom.github-workflows-require-timeout")
@@ -276,7 +278,7 @@ def test_nightly_profile_is_random_and_recorded_on_github():
     writes failures to the example database that the workflow caches and uploads."""
     import os
 
-    probe = ("import json, conftest; from hypothesis import settings; s = settings.get_profile('nightly'); "
+    probe = ("import json, properties.plugin; from hypothesis import settings; s = settings.get_profile('nightly'); "
              "print(json.dumps([s.derandomize, s.database is not None]))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**os.environ, "CI": "true"},
                          capture_output=True, text=True, timeout=120, check=True).stdout
