@@ -8,10 +8,18 @@ from hypothesis import note
 from strategies import configs, seeds, token_batches
 
 
+def current_test() -> str:
+    """The running test's name (skip reasons name the property, not this file)."""
+    import os
+
+    return os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].split(" ")[0] or "this property"
+
+
 def requires(subject, *capabilities: str) -> None:
+    """Dynamic capability check; a static one is ``@pytest.mark.needs(...)`` (listed by gpt-properties list)."""
     missing = [c for c in capabilities if c not in subject.capabilities]
     if missing:
-        pytest.skip(f"subject {subject.name} lacks capability {', '.join(missing)}")
+        pytest.skip(f"{current_test()}: subject {subject.name} lacks capability {', '.join(missing)}")
 
 
 def draw_config(data, subject, size: str = "tiny", **kw):
@@ -120,7 +128,7 @@ def gpt_only(subject) -> None:
     from properties.subject import GPTSubject
 
     if not isinstance(subject, GPTSubject):
-        pytest.skip(f"checks gpt internals; subject {subject.name} is another implementation")
+        pytest.skip(f"{current_test()}: checks gpt internals; subject {subject.name} is another implementation")
 
 
 def noise_floor(ref: torch.Tensor, dtype: torch.dtype) -> float:

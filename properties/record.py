@@ -20,9 +20,9 @@ _BLOB = re.compile(r"@reproduce_failure\(.*\)")
 
 
 def invariant(item) -> str:
-    """The first line of the test's docstring: its invariant in words."""
+    """The first paragraph of the test's docstring, on one line: its invariant in words."""
     doc = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip()
-    return doc.splitlines()[0].strip() if doc else ""
+    return " ".join(doc.split("\n\n")[0].split())
 
 
 def examples(stats: dict) -> dict:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from properties.harness import assert_close_subject, build, draw_config
+from properties.harness import assert_close_subject, current_test, build, draw_config
 from strategies import seeds, token_batches
 
 
@@ -19,7 +19,7 @@ def _logits_and_grads(subject, config, seed, idx, probe):
 def test_backends_agree_on_outputs_and_gradients(subject, data):
     """For backends a, b: logits_a == logits_b and d(probe . logits)/d theta agree, same weights."""
     if len(subject.space.backends) < 2:
-        pytest.skip(f"subject {subject.name} offers one attention backend")
+        pytest.skip(f"{current_test()}: subject {subject.name} offers one attention backend")
     a, b = data.draw(st.permutations(subject.space.backends), label="backends")[:2]
     config = draw_config(data, subject, attn_backend=a)
     seed = data.draw(seeds(), label="seed")
