@@ -119,6 +119,15 @@ def assert_close_subject(subject, actual: torch.Tensor, expected: torch.Tensor, 
     assert_close64(actual, expected, config, what, dtype=getattr(subject, "working_dtype", torch.float64))
 
 
+def requires_float64_arithmetic(subject) -> None:
+    """Finite differences need float64 throughout: gradcheck's step is 1e-6, and a float32 island's
+    rounding u32 * |f| ~ 6e-8 * |f| divided by that step is a slope error of ~0.06 * |f|, far over
+    gradcheck's 1e-5 tolerance. Subjects declaring a lower working precision skip, saying so."""
+    if subject.working_dtype != torch.float64:
+        pytest.skip(f"{current_test()}: subject {subject.name} computes in {subject.working_dtype} "
+                    "(declared working precision); float64 finite differences would measure its rounding")
+
+
 def dropout_free(config) -> bool:
     return config.embd_dropout == config.attn_dropout == config.resid_dropout == 0
 

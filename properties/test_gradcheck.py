@@ -5,13 +5,14 @@ import torch
 from hypothesis import given, strategies as st
 from torch.func import functional_call
 
-from properties.harness import draw_case
+from properties.harness import draw_case, requires_float64_arithmetic
 
 
 @pytest.mark.needs("inputs_embeds")
 @given(data=st.data())
 def test_gradcheck_input_embeddings(subject, data):
     """d logits / d inputs_embeds from autograd matches central finite differences."""
+    requires_float64_arithmetic(subject)
     config, model, idx = draw_case(data, subject, max_batch=2)
     embeds = subject.embed(model, idx).detach().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda e: subject.logits_from_embeds(model, e), (embeds,), fast_mode=True)
@@ -32,6 +33,7 @@ class _SubjectLogits(torch.nn.Module):
 @given(data=st.data())
 def test_gradcheck_parameters(subject, data):
     """d logits / d theta from autograd matches central finite differences, for all parameters at once."""
+    requires_float64_arithmetic(subject)
     config, model, idx = draw_case(data, subject, max_batch=2)
     wrapped = _SubjectLogits(subject, model)
     names, params = zip(*[(n, p.detach().requires_grad_(True)) for n, p in wrapped.named_parameters()])
