@@ -1,7 +1,9 @@
-"""Property 1: logits are (B, T, vocab_size), in the model's dtype, and finite."""
+"""Property 1: logits are (B, T, vocab_size), in the model's dtype (or the subject's declared
+``logits_dtype``), and finite; the first non-finite logit is named with its position."""
 import torch
 from hypothesis import given, strategies as st
 
+from properties.conformance import first_non_finite
 from properties.harness import draw_case
 from strategies import float_dtypes
 
@@ -14,5 +16,7 @@ def test_logits_shape_dtype_finite(subject, data):
     with torch.no_grad():
         logits = subject.logits(model, idx)
     assert logits.shape == (*idx.shape, config.vocab_size), f"logits shape {tuple(logits.shape)}"
-    assert logits.dtype == dtype, f"logits dtype {logits.dtype}, model dtype {dtype}"
-    assert torch.isfinite(logits).all(), "non-finite logits"
+    expected = subject.logits_dtype or dtype  # e.g. float32 logits from any model dtype, when declared
+    assert logits.dtype == expected, f"logits dtype {logits.dtype}, expected {expected} (model dtype {dtype})"
+    bad = first_non_finite(logits)
+    assert not bad, f"non-finite logits: {bad} (batch, position, vocab)"

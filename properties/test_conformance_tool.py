@@ -1,0 +1,95 @@
+"""The conformance tool itself (plain tests of this repository): subject validation messages, the default
+space of a bare factory, what conformance mode leaves out, and the report."""
+import pytest
+import torch
+from hypothesis import given, settings
+from torch import nn
+
+from properties.conformance import check_subject, deselect, describe_deselection, validate
+from properties.report import render
+from properties.subject import CONVENTIONAL_SPACE, ModuleSubject, load_subject
+from strategies import ConfigSpace, configs
+
+pytestmark = pytest.mark.repo
+
+
+class _Logits(nn.Module):
+    def __init__(self, c, scale=1.0, vocab=None):
+        super().__init__()
+        self.scale, self.emb = scale, nn.Embedding(c.vocab_size, vocab or c.vocab_size)
+
+    def forward(self, idx):
+        return self.emb(idx) * self.scale
+
+
+def test_validation_names_each_unusable_subject():
+    """A missing module, a factory returning a function, NaN logits and a wrong shape each give one
+    message naming the problem; a usable factory gives none."""
+    assert "cannot import the subject 'nosuchmod:make'" in check_subject("nosuchmod:make", lambda: load_subject("nosuchmod:make"))
+    fn = ModuleSubject(lambda c: (lambda idx: idx), "mod:plain")
+    assert "returned function, not a torch.nn.Module" in validate(fn)
+    nan = ModuleSubject(lambda c: _Logits(c, float("nan")), "mod:nan")
+    assert "non-finite logits on a tiny model: nan at (0, 0, 0)" in validate(nan)
+    wide = ModuleSubject(lambda c: _Logits(c, vocab=c.vocab_size + 1), "mod:wide")
+    assert "expected (2, 5, 11) = (B, T, vocab_size)" in validate(wide)
+    assert validate(ModuleSubject(_Logits, "mod:ok")) is None
+
+
+@settings(max_examples=20, derandomize=True, database=None)
+@given(config=configs(CONVENTIONAL_SPACE))
+def test_bare_factory_draws_conventional_configs(config):
+    """A bare factory's space: n_embd = n_head * head_size, RoPE over all of an even head, one backend."""
+    assert config.n_embd == config.n_head * config.head_size
+    if config.position_embedding == "rope":
+        assert config.rope_n_elem == config.head_size and config.head_size % 2 == 0
+    assert config.attn_backend == "sdpa"
+
+
+def test_factory_attributes_widen_the_space():
+    def make(config):
+        return _Logits(config)
+
+    assert ModuleSubject(make, "m").space == CONVENTIONAL_SPACE
+    make.space, make.capabilities, make.float32_islands = ConfigSpace(backends=("sdpa",)), {"kv_cache"}, {"rope"}
+    subject = ModuleSubject(make, "m")
+    assert subject.space.free_head_size and subject.capabilities == {"kv_cache"}
+    assert subject.working_dtype == torch.float32
+
+
+class _Item:
+    def __init__(self, markers=(), fixtures=("subject",)):
+        self.markers, self.fixturenames = set(markers), fixtures
+
+    def get_closest_marker(self, name):
+        return name if name in self.markers else None
+
+
+def test_conformance_mode_leaves_out_what_does_not_exercise_the_subject():
+    prop, repo, internal, plain = _Item(), _Item({"repo"}), _Item({"gpt_internal"}), _Item(fixtures=())
+    kept, dropped = deselect([prop, repo, internal, plain], conformance=True, repository=True)
+    assert kept == [prop] and [why for _, why in dropped] == ["repo", "gpt_internal", "no subject"]
+    assert "3 tests not collected" in describe_deselection(dropped, "mine", True)
+    kept, dropped = deselect([prop, repo, internal, plain], conformance=False, repository=True)
+    assert kept == [prop, repo, internal, plain]
+    kept, dropped = deselect([prop, repo, internal, plain], conformance=False, repository=False)
+    assert kept == [prop, internal, plain]  # an installed package has no repository to check
+
+
+def test_report_rows_and_failure_reproducer():
+    data = {"spec": "mymodel:make", "profile": "ci", "seconds": 1.0, "deselected": "", "command": "",
+            "versions": {k: "1" for k in ("gpt-properties", "torch", "hypothesis", "pytest", "pytest-xdist",
+                                          "transformers", "python")},
+            "subject": {"name": "mymodel:make", "space": "ConfigSpace()", "capabilities": [], "precision": "x"},
+            "tests": [{"nodeid": "a", "property": "properties.test_causality::test_future", "test_name": "test_future",
+                       "invariant": "past ignores future", "outcome": "failed", "reason": "AssertionError: big",
+                       "duration": 0.5, "examples": {"passed": 3, "failed": 1, "invalid": 0},
+                       "rebuild": "subject.build(Config(n_layer=1), seed=0, dtype=torch.float64)"},
+                      {"nodeid": "b", "property": "properties.test_kv_cache::test_kv", "test_name": "test_kv",
+                       "invariant": "cache", "outcome": "skipped", "duration": 0.0,
+                       "reason": "test_kv: subject mymodel:make lacks capability kv_cache"}]}
+    text = render(data)
+    assert ": FAIL" in text.splitlines()[0]
+    assert "| `test_causality::test_future` | past ignores future | **failed**: AssertionError: big | 4 (1 failing)" in text
+    assert "skipped: subject mymodel:make lacks capability kv_cache" in text
+    assert "pytest --pyargs properties.test_causality -k test_future --subject mymodel:make" in text
+    assert "rebuild: subject.build(Config(n_layer=1), seed=0" in text
