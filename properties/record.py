@@ -103,6 +103,12 @@ class Recorder:
         elif report.skipped and entry["outcome"] == "passed":
             entry["outcome"], entry["reason"] = "skipped", skip_reason(report)
 
+    def pytest_collectreport(self, report):
+        if report.failed:  # a module that cannot be imported is an error of the run, not a silent gap
+            entry = self._entry(report.nodeid)
+            entry.update(outcome="error", property=report.nodeid, reason=first_failure_line(report),
+                         details=report.longreprtext, invariant="(collection)")
+
     def pytest_collection_finish(self, session):
         for item in session.items:
             needs = item.get_closest_marker("needs")
