@@ -284,3 +284,18 @@ def test_nightly_profile_is_random_and_recorded_on_github():
                          capture_output=True, text=True, timeout=120, check=True).stdout
     derandomize, has_database = json.loads(out.strip().splitlines()[-1])
     assert not derandomize and has_database, f"nightly under CI=true: derandomize={derandomize}, database={has_database}"
+
+
+def test_ci_installs_the_pinned_test_stack(workflows):
+    """constraints.txt pins the test stack (results depend on Hypothesis' and torch's versions): the CPU
+    workflows and .ci/run install through it, and it pins each of torch, hypothesis, pytest, xdist and
+    transformers to one version."""
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#"))
+    assert {"torch", "hypothesis", "pytest", "pytest-xdist", "transformers"} <= set(pins)
+    for name in ("ci.yml", "nightly.yml"):
+        for job_name, job in workflows[name]["jobs"].items():
+            installs = [" ".join(s.get("run", "").split()) for s in job["steps"] if "pip install" in s.get("run", "")]
+            assert installs and all("-c constraints.txt" in line for line in installs), (name, job_name, installs)
+    script = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "pip install" in line]
+    assert script and all("-c constraints.txt" in line for line in script)
