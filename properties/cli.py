@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -49,8 +50,7 @@ def check(args) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         record = str(Path(tmp) / "record.json")
-        pytest_args = ["--subject", args.spec, "--hypothesis-profile", args.profile, "-q", "--tb=short",
-                       "-W", "ignore::pytest.PytestWarning"]
+        pytest_args = ["--subject", args.spec, "--hypothesis-profile", args.profile, "-q", "--tb=short"]
         if args.n:
             pytest_args += ["-n", str(args.n)]
         if args.junit:
@@ -64,7 +64,7 @@ def check(args) -> int:
             sys.stderr.write(proc.stderr or proc.stdout)
             return proc.returncode or 4
         data = json.loads(Path(record).read_text())
-    data["versions"], data["spec"], data["command"] = versions(), args.spec, " ".join(pytest_args)
+    data["versions"], data["spec"], data["command"] = versions(), args.spec, shlex.join(pytest_args)
     text = render(data)
     print(text)
     if args.report:

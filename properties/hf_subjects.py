@@ -12,7 +12,8 @@ GPT-NeoX and Llama in float32 whatever the model dtype (upcasts meant for half p
 HF model is only float32-accurate there. The float64 properties compare results to 1e-13 and would flag
 that, so by default a float64 model runs under ``gpt.convert_hf.hf_float64`` (float32 requests served
 in float64; HF's code otherwise unchanged). ``raw_gpt2`` / ``raw_neox`` / ``raw_llama`` are the same
-subjects without it (``--subject properties.hf_subjects:raw_llama``) and show those float32 islands.
+subjects without it (``--subject properties.hf_subjects:raw_llama``): they declare those float32 islands
+(``Subject.float32_islands``), so the exactness bounds follow float32 there (properties.harness).
 """
 from __future__ import annotations
 
@@ -39,10 +40,13 @@ class HFSubject(Subject):
     hf_class: str = ""
     capabilities = HF_CAPABILITIES
 
+    hf_float32_islands: frozenset = frozenset()  # what HF computes in float32 inside a float64 model
+
     def __init__(self, exact_float64: bool = True) -> None:
         self.exact_float64 = exact_float64
-        if not exact_float64:
+        if not exact_float64:  # HF as it is: declared, so the bounds follow float32 there
             self.name = self.name + "-raw"
+            self.float32_islands = self.hf_float32_islands
 
     # ------------------------------------------------------------------ build
     def build(self, config: Config, seed: int, dtype=torch.float64, device="cpu") -> nn.Module:
@@ -131,6 +135,7 @@ class HFNeoXSubject(HFSubject):
 
     name = "hf-neox"
     family, hf_class = "gpt_neox", "GPTNeoXForCausalLM"
+    hf_float32_islands = frozenset({"rope", "softmax"})
     space = ConfigSpace(
         positions=("rope",), norms=("LayerNorm",), mlps=("GptNeoxMLP",),
         bias=(True,),  # the MLP and the LayerNorms always carry biases
@@ -156,6 +161,7 @@ class HFLlamaSubject(HFSubject):
 
     name = "hf-llama"
     family, hf_class = "llama", "LlamaForCausalLM"
+    hf_float32_islands = frozenset({"rmsnorm", "rope", "softmax"})
     space = ConfigSpace(
         positions=("rope",), norms=("RMSNorm",),
         mlps=("LLaMAMLP", "GemmaMLP"),  # hidden_act silu, or a GELU (exact / tanh) for the GeGLU variant

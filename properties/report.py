@@ -30,9 +30,19 @@ def reproducer(entry, data) -> str:
             f"--hypothesis-profile {data['profile']} -p no:cacheprovider")
 
 
+def _order(entry) -> tuple:
+    """The plugin's cheapest-first order (xdist reports in completion order)."""
+    from properties.plugin import FIRST, LAST
+
+    module = entry.get("property", entry["nodeid"]).partition("::")[0].rsplit(".", 1)[-1]
+    if module in FIRST:
+        return (FIRST.index(module),)
+    return (len(FIRST) + 1 + LAST.index(module),) if module in LAST else (len(FIRST),)
+
+
 def render(data: dict) -> str:
     v, subject = data["versions"], data.get("subject") or {}
-    tests = data["tests"]
+    tests = sorted(data["tests"], key=_order)
     counts = {k: sum(t["outcome"] == k for t in tests) for k in ("passed", "failed", "error", "skipped")}
     verdict = "FAIL" if counts["failed"] or counts["error"] else "PASS"
     lines = [
