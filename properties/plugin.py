@@ -11,6 +11,7 @@ that ``gpt-properties check`` turns into a report (``properties.report``).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,18 @@ def _subject(config):
     if SUBJECT_KEY not in config.stash:
         from properties.subject import load_subject
 
-        config.stash[SUBJECT_KEY] = load_subject(config.getoption("--subject"))
+        spec = config.getoption("--subject")
+        try:
+            subject = load_subject(spec)
+        except ModuleNotFoundError as e:
+            # the `pytest` script, unlike `python -m pytest`, does not put the current directory on sys.path;
+            # a user's `--subject mymodel:make` means the mymodel.py right here
+            cwd = os.getcwd()
+            if not spec or e.name != spec.split(":")[0].split(".")[0] or cwd in sys.path:
+                raise
+            sys.path.insert(0, cwd)
+            subject = load_subject(spec)
+        config.stash[SUBJECT_KEY] = subject
     return config.stash[SUBJECT_KEY]
 
 

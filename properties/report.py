@@ -26,7 +26,7 @@ def _verdict(entry) -> str:
 def reproducer(entry, data) -> str:
     module, _, name = entry.get("property", entry["nodeid"]).partition("::")
     base = name.split("[")[0]
-    return (f"pytest --pyargs {module} -k {shlex.quote(base)} --subject {shlex.quote(data['spec'])} "
+    return (f"python -m pytest --pyargs {module} -k {shlex.quote(base)} --subject {shlex.quote(data['spec'])} "
             f"--hypothesis-profile {data['profile']} -p no:cacheprovider")
 
 

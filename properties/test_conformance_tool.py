@@ -91,5 +91,5 @@ def test_report_rows_and_failure_reproducer():
     assert ": FAIL" in text.splitlines()[0]
     assert "| `test_causality::test_future` | past ignores future | **failed**: AssertionError: big | 4 (1 failing)" in text
     assert "skipped: subject mymodel:make lacks capability kv_cache" in text
-    assert "pytest --pyargs properties.test_causality -k test_future --subject mymodel:make" in text
+    assert "python -m pytest --pyargs properties.test_causality -k test_future --subject mymodel:make" in text
     assert "rebuild: subject.build(Config(n_layer=1), seed=0" in text

@@ -109,4 +109,4 @@ def test_wheel_in_fresh_venv_checks_a_model(tmp_path):
     assert ": FAIL" in bad.stdout.splitlines()[0]
     failed = [line for line in bad.stdout.splitlines() if "**failed**" in line]
     assert failed and ("test_causality" in failed[0] or "test_prefix_consistency" in failed[0]), bad.stdout
-    assert "reproduce: `pytest --pyargs properties." in bad.stdout and "rebuild: subject.build(" in bad.stdout
+    assert "reproduce: `python -m pytest --pyargs properties." in bad.stdout and "rebuild: subject.build(" in bad.stdout
