@@ -93,3 +93,12 @@ def test_report_rows_and_failure_reproducer():
     assert "skipped: subject mymodel:make lacks capability kv_cache" in text
     assert "python -m pytest --pyargs properties.test_causality -k test_future --subject mymodel:make" in text
     assert "rebuild: subject.build(Config(n_layer=1), seed=0" in text
+
+
+def test_plugin_order_is_the_mutation_runners():
+    """The plugin's cheapest-first order is the mutation runner's, so a kill matrix is the same either way."""
+    from properties.mutation.runner import FIRST, LAST
+    from properties.plugin import FIRST as PLUGIN_FIRST, LAST as PLUGIN_LAST
+
+    assert [p.rsplit("/", 1)[-1].removesuffix(".py") for p in FIRST] == list(PLUGIN_FIRST)
+    assert [p.rsplit("/", 1)[-1].removesuffix(".py") for p in LAST] == list(PLUGIN_LAST)
