@@ -162,7 +162,10 @@ def subject_header(spec, subject, profile: str) -> list:
     from properties.subject import ENV_VAR
 
     shown = spec or os.environ.get(ENV_VAR) or "gpt"
-    lines = [f"gpt-properties subject: {shown}; hypothesis profile: {profile}"]
+    from properties.cli import versions
+
+    lines = [f"gpt-properties subject: {shown}; hypothesis profile: {profile}",
+             "  versions: " + ", ".join(f"{k} {v}" for k, v in versions().items())]
     if subject is not None:
         caps = ", ".join(sorted(subject.capabilities)) or "none"
         lines += [f"  space: {describe_space(subject.space)}", f"  capabilities: {caps}",
