@@ -108,7 +108,9 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: fl
     elif dropout_p > 0:
         raise ValueError("FlashAttention-4 has no attention dropout: set attn_dropout=0 or use another backend")
     else:
-        out = fn(*args, softmax_scale=scale, causal=True)
+        from .flash_op import fa4_attention  # a custom op: torch.compile traces it without a graph break
+
+        out = fa4_attention(*args, scale, causal=True)
     if isinstance(out, tuple):  # FA4 may return (out, lse)
         out = out[0]
     return out.transpose(1, 2)
