@@ -116,9 +116,18 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: fl
     return out.transpose(1, 2)
 
 
-@functools.cache
+_flash: Optional[tuple] = None  # a module global, not functools.cache: Dynamo reads it without a graph break
+
+
 def flash_attn_func():
     """(function, supports dropout): FA2's flash_attn_func, else FA4's flash_attn.cute one."""
+    global _flash
+    if _flash is None:
+        _flash = _import_flash()
+    return _flash
+
+
+def _import_flash():
     try:
         from flash_attn import flash_attn_func as fa2
         return fa2, True

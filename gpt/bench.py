@@ -229,6 +229,11 @@ def measure(spec: dict) -> dict:
     # with --compile the whole forward + loss is compiled, so the float32 upcast and the cross-entropy
     # fuse instead of materialising (B*T, vocab) float32 logits
     loss_fn = torch.compile(loss_of) if spec["compile"] else loss_of
+    if spec["impl"] == "gpt" and spec.get("fused_loss"):
+        from .fused_loss import fused_available
+
+        if device.type == "cuda" and not fused_available():
+            raise SystemExit("--fused-loss needs liger-kernel on CUDA (pip install liger-kernel)")
 
     def step() -> torch.Tensor:
         loss = loss_fn(x, y)

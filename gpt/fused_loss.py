@@ -9,20 +9,23 @@ reference the GPU property compares the fused loss with.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 
-@functools.cache
+_liger: dict = {}  # ignore_index -> loss module; a plain dict that Dynamo reads without tracing an import
+
+
 def _liger_loss(ignore_index: int):
-    try:
-        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
-    except ImportError:
-        return None
-    return LigerFusedLinearCrossEntropyLoss(ignore_index=ignore_index, reduction="mean")
+    if ignore_index not in _liger:
+        try:
+            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+        except ImportError:
+            _liger[ignore_index] = None
+        else:
+            _liger[ignore_index] = LigerFusedLinearCrossEntropyLoss(ignore_index=ignore_index, reduction="mean")
+    return _liger[ignore_index]
 
 
 def fused_available() -> bool:
