@@ -24,6 +24,11 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, config.qkv_size, bias=config.qkv_bias)
         self.proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=config.bias)
         self.kv_cache: Optional[KVCache] = None
+        if config.attn_backend == "flash" and torch.cuda.is_available():
+            try:  # import now, eagerly: an import traced by torch.compile breaks the graph
+                flash_attn_func()
+            except ImportError:
+                pass  # the forward raises the error with the install hint
 
     def forward(self, x: Tensor, rope: Optional[tuple[Tensor, Tensor]] = None,
                 input_pos: Optional[Tensor] = None, end: Optional[int] = None) -> Tensor:

@@ -41,5 +41,10 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, ignore
     h, t = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)
     loss_fn = _liger_loss(ignore_index) if fused and hidden.is_cuda else None
     if loss_fn is not None:
-        return loss_fn(weight, h, t)
+        return _eager(loss_fn, weight, h, t)
     return F.cross_entropy(F.linear(h, weight).float(), t, ignore_index=ignore_index)
+
+
+@torch.compiler.disable  # Liger's Triton launcher does not trace (FakeTensor addmm, .item()); run it eagerly
+def _eager(loss_fn, weight: Tensor, h: Tensor, t: Tensor) -> Tensor:
+    return loss_fn(weight, h, t)
