@@ -214,11 +214,13 @@ def measure(spec: dict) -> dict:
             if spec["impl"] == "hf_gpt2" and spec.get("hf_labels"):
                 # Hugging Face's own loss path (labels=, shifted inside the model), as its users train
                 return module(input_ids=x, labels=x, use_cache=False).loss
-            if spec["impl"] == "gpt" and spec.get("fused_loss"):
-                from .fused_loss import linear_cross_entropy
+            if spec["impl"] == "gpt" and spec["loss"] != "logits":
+                from .fused_loss import head_cross_entropy, linear_cross_entropy
 
-                return linear_cross_entropy(module(x, return_hidden=True),
-                                            module.lm_head.weight[: config.vocab_size], y)
+                h = module(x, return_hidden=True)
+                if spec["loss"] == "liger":
+                    return linear_cross_entropy(h, module.lm_head.weight[: config.vocab_size], y)
+                return head_cross_entropy(h, module.lm_head.weight, config.vocab_size, y)
             if own_loss:  # the baseline's own loss path, e.g. nanoGPT's forward(idx, targets) -> (logits, loss)
                 out = module(x, targets=y)
                 return out[1] if isinstance(out, tuple) else out.loss
@@ -229,7 +231,7 @@ def measure(spec: dict) -> dict:
     # with --compile the whole forward + loss is compiled, so the float32 upcast and the cross-entropy
     # fuse instead of materialising (B*T, vocab) float32 logits
     loss_fn = torch.compile(loss_of) if spec["compile"] else loss_of
-    if spec["impl"] == "gpt" and spec.get("fused_loss"):
+    if spec["impl"] == "gpt" and spec["loss"] == "liger":
         from .fused_loss import fused_available
 
         if device.type == "cuda" and not fused_available():
@@ -328,8 +330,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="our attention backend (the baseline always uses its SDPA attention)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True) for both models")
-    p.add_argument("--fused-loss", action="store_true",
-                   help="ours: head + cross-entropy fused (gpt.fused_loss, Liger-Kernel on CUDA), no logits held")
+    p.add_argument("--loss", choices=("head", "logits", "liger"), default="head",
+                   help="ours: head = padded-vocabulary head + masked float32 cross-entropy (gpt.fused_loss); "
+                        "logits = the model's (B, T, vocab_size) logits, then cross-entropy; liger = Liger-Kernel's "
+                        "fused linear cross-entropy (CUDA; never holds the logits, runs eagerly)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 10 on CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 on CUDA, 3 on CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -361,7 +365,7 @@ def settings_from(args: argparse.Namespace) -> dict:
              seq_len=args.seq_len or (min(block_size, 1024) if cuda else min(block_size, 64)),
              dtype=args.dtype or ("bfloat16" if cuda else "float32"), backend=args.backend,
              compile=args.compile, fused_adamw=args.fused_adamw, seed=args.seed, threads=args.threads,
-             hf_labels=args.hf_labels, fused_loss=args.fused_loss, baselines=args.baseline or ["hf_gpt2"],
+             hf_labels=args.hf_labels, loss=args.loss, baselines=args.baseline or ["hf_gpt2"],
              steps=args.steps if args.steps is not None else (20 if cuda else 10),
              warmup=args.warmup if args.warmup is not None else (5 if cuda else 3))
     if not 1 <= s["seq_len"] <= block_size:
@@ -426,7 +430,7 @@ def format_table(report: dict) -> str:
     lines = [f"gpt.bench: {s['preset']}, batch {s['batch']} x seq {s['seq_len']}, {s['dtype']}, "
              f"backend {s['backend']}, compile {'on' if s['compile'] else 'off'}, "
              f"AdamW {'fused' if s['fused_adamw'] else 'foreach'}, "
-             f"loss {'fused head+CE' if s.get('fused_loss') else 'logits+CE'}, {s['device']} "
+             f"our loss {s['loss']}, {s['device']} "
              f"({report['versions']['torch_threads']} threads), {s['steps']} steps after {s['warmup']} warm-up",
              f"peak {report['peak_tflops']:.3g} TFLOP/s ({report['peak_source']}); "
              f"{report['flops_per_token'] / 1e6:.1f} MFLOP/token (6N + 12LHDT)",

@@ -1,11 +1,16 @@
-"""Language-model head + cross-entropy in one step, never holding the (B*T, vocab) logits.
+"""Language-model head + cross-entropy for training, two ways.
 
-For GPT-2 at batch 16 x 1024 the logits are 16384 x 50304: 1.6 GiB in bfloat16 and twice that for their
-float32 cross-entropy, about a tenth of a training step on an H100. Liger-Kernel's
-``LigerFusedLinearCrossEntropyLoss`` computes the head and the loss chunk by chunk in Triton, with the
-gradients of the hidden states and the head weight in the same pass. It is used on CUDA when the
-``gpu`` extra's ``liger-kernel`` is installed; elsewhere the plain head + float32 cross-entropy runs, the
-reference the GPU property compares the fused loss with.
+``head_cross_entropy`` (the default of ``gpt.bench``): the head over the *padded* vocabulary, whose
+width is a multiple of 64 (50304 for GPT-2), with the padding columns set to -inf before a float32
+cross-entropy. That is exactly the cross-entropy over the real vocabulary (exp(-inf) = 0 adds nothing to
+the normaliser), but under ``torch.compile`` the mask, the upcast and the log-softmax fuse into the
+aligned matmul's consumer, instead of first slicing the logits to 50257 columns, an unaligned copy.
+Measured on one H100 (gpt2, batch 16 x 1024, bf16, compiled): see the README's benchmark table.
+
+``linear_cross_entropy(fused=True)``: Liger-Kernel's ``LigerFusedLinearCrossEntropyLoss``, which never
+holds the logits (chunked Triton kernels computing the gradients in the forward). Its launcher does not
+trace under ``torch.compile`` (FakeTensor addmm, ``.item()``), so it runs eagerly between compiled graphs;
+measured in the same setting it made the step 2.2x slower, so it is offered for memory, not speed.
 """
 from __future__ import annotations
 
@@ -30,6 +35,17 @@ def _liger_loss(ignore_index: int):
 
 def fused_available() -> bool:
     return torch.cuda.is_available() and _liger_loss(-100) is not None
+
+
+def head_cross_entropy(hidden: Tensor, padded_weight: Tensor, vocab_size: int, targets: Tensor,
+                       ignore_index: int = -100) -> Tensor:
+    """mean over non-ignored t of -log softmax((hidden @ W.T)[:vocab_size])[t], computed over all padded rows of
+    W (padded_vocab_size, C) with the columns >= vocab_size masked to -inf: hidden (B, T, C), targets (B, T)."""
+    logits = F.linear(hidden, padded_weight).float()  # (B, T, padded_vocab_size)
+    if padded_weight.size(0) > vocab_size:
+        pad = torch.arange(padded_weight.size(0), device=logits.device) >= vocab_size
+        logits = logits.masked_fill(pad, float("-inf"))
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index)
 
 
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int = -100,
