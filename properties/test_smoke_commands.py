@@ -96,7 +96,7 @@ def test_bench_with_hf_baseline(tmp_path):
     report = json.loads(path.read_text())
     stdout_json = json.loads(proc.stdout[proc.stdout.index("\n{") + 1:])  # the table, then the same JSON
     assert stdout_json["results"].keys() == report["results"].keys() == {"gpt", "hf_gpt2"}
-    assert "tokens/s" in proc.stdout and "ours / hf" in proc.stdout
+    assert "tokens/s" in proc.stdout and "ours / GPT2LMHeadModel" in proc.stdout
     for key in ("settings", "flops_per_token", "peak_tflops", "peak_source", "memory_kind", "ratios_ours_over_baseline",
                 "versions"):
         assert key in report, key
