@@ -37,7 +37,10 @@ def versions() -> dict:
 
 
 def _pytest(args: list, json_path: str, capture: bool) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pytest", "--pyargs", "properties", "-p", "no:cacheprovider", "-p", "no:randomly",
+    # -p properties.plugin: a no-op where the entry point registered it (same name), and what loads it where
+    # the package is only on PYTHONPATH
+    cmd = [sys.executable, "-m", "pytest", "--pyargs", "properties", "-p", "properties.plugin",
+           "-p", "no:cacheprovider", "-p", "no:randomly",
            "--gpt-properties-json", json_path, *args]
     env = dict(os.environ)
     # the user's module is imported from the current directory, as `python -m pytest` does for the tests
