@@ -312,6 +312,9 @@ def state_dict_from_hf(hf_state_dict: Mapping[str, Tensor], config: Config, fami
     check_expressible(config, family)
     c = config
     sd = _normalise_keys(dict(hf_state_dict), family)
+    for key, shape in _expected_hf_shapes(config, family).items():
+        if key in sd and tuple(sd[key].shape) != shape:
+            raise ValueError(f"HF tensor {key!r} has shape {tuple(sd[key].shape)}, this config needs {shape}")
     used: set = set()
 
     def take(key: str) -> Tensor:
@@ -365,6 +368,13 @@ def state_dict_from_hf(hf_state_dict: Mapping[str, Tensor], config: Config, fami
         raise ValueError(f"HF state dict has tensors this config does not use: {unexpected[:8]}"
                          f"{' ...' if len(unexpected) > 8 else ''}")
     return out
+
+
+def _expected_hf_shapes(config: Config, family: str) -> dict:
+    """HF tensor name -> shape for ``config``, from a model on the meta device (no memory, no compute)."""
+    with torch.device("meta"):
+        sd = GPT(config).state_dict()
+    return {k: tuple(v.shape) for k, v in state_dict_to_hf(sd, config, family).items()}
 
 
 def _normalise_keys(sd: dict, family: str) -> dict:
@@ -461,7 +471,10 @@ def load_hf_checkpoint(directory: PathLike, dtype: Optional[torch.dtype] = None,
         hf_sd.update(read_tensors(directory / name, device))
     config = config_from_hf(hf_config, **overrides)
     file_dtype = common_dtype({k: v.dtype for k, v in hf_sd.items()}, str(directory))
-    sd = state_dict_from_hf(hf_sd, config, hf_config["model_type"])
+    try:
+        sd = state_dict_from_hf(hf_sd, config, hf_config["model_type"])
+    except ValueError as e:
+        raise ValueError(f"{directory}: {e}") from None
     return _build(config, sd, dtype or file_dtype, device, str(directory)).eval()
 
 
