@@ -115,17 +115,19 @@ def load_into(model: nn.Module, tensors: Mapping[str, Tensor], source: str) -> n
         raise ValueError(f"{source} does not fit the model: missing tensors {missing}, unexpected tensors {unexpected}")
     for group in groups.values():
         present = [n for n, _ in group if n in tensors]
-        target = group[0][1]
         for name in present:
-            if tuple(tensors[name].shape) != tuple(target.shape):
+            if tuple(tensors[name].shape) != tuple(group[0][1].shape):
                 raise ValueError(f"{source}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
-                                 f"the model needs {tuple(target.shape)}")
+                                 f"the model needs {tuple(group[0][1].shape)}")
         for name in present[1:]:
             if not torch.equal(tensors[name], tensors[present[0]]):
                 raise ValueError(f"{source}: {present[0]!r} and {name!r} are one tied tensor in the model "
                                  "(tie_embeddings=True) but differ in the source")
-        with torch.no_grad():
-            target.copy_(tensors[present[0]])
+    with torch.no_grad():
+        for group in groups.values():  # one copy per group, from the first alias the source holds
+            name, target = next(((n, t) for n, t in group if n in tensors), (None, None))
+            if name is not None:
+                target.copy_(tensors[name])
     return model
 
 
