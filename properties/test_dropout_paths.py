@@ -10,7 +10,7 @@ recurs with probability <= 0.7^6 < 0.12 and 13 identical train-mode calls happen
 """
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from properties.harness import build, draw_config
 from strategies import seeds, token_batches
@@ -37,6 +37,7 @@ def _paths(subject, model, idx, config):
 
 
 @pytest.mark.needs("dropout")
+@settings(max_examples=max(2, settings.default.max_examples // 2))  # up to 4 paths x 13 forwards an example
 @given(data=st.data())
 def test_dropout_is_live_on_every_path_in_train_and_off_in_eval(subject, data):
     """train: exists i <= 12 with f(x) != f(x)_i for every path f; eval: f(x) == f(x) bitwise for every path."""

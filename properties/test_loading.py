@@ -37,6 +37,7 @@ def _assert_same(restored, model, idx, what):
         assert torch.equal(restored.eval()(idx), model.eval()(idx)), f"{what}: logits changed"
 
 
+@settings(max_examples=max(2, settings.default.max_examples // 2))
 @given(data=st.data())
 def test_checkpoint_round_trip_keeps_outputs_dtype_and_aliasing(subject, data):
     """load_checkpoint(save_checkpoint(m)) == m bitwise, same dtype, tied <=> one tensor (new and given model)."""
@@ -74,7 +75,7 @@ class _Trap:
 
 @pytest.mark.parametrize("kind", ["missing", "extra", "shape", "dtype", "truncated", "text", "pickle", "directory",
                                   "tied differ"])
-@settings(max_examples=max(2, settings.default.max_examples // 4))  # 9 kinds x 5 draws under ci
+@settings(max_examples=max(2, settings.default.max_examples // 10))  # 9 kinds x 2 draws under ci, x 40 nightly
 @given(data=st.data())
 def test_broken_checkpoints_are_refused_by_name(subject, data, kind):
     """Each corruption of a saved checkpoint raises ValueError naming the file and the tensor at fault."""
@@ -135,7 +136,7 @@ def test_broken_checkpoints_are_refused_by_name(subject, data, kind):
             assert not marker.exists(), "a pickle was unpickled"
 
 
-@settings(max_examples=max(3, settings.default.max_examples // 5))  # transformers model builds: ~0.1 s each
+@settings(max_examples=max(2, settings.default.max_examples // 10))  # transformers builds: ~0.1 s each; depth in nightly
 @given(data=st.data())
 def test_hf_conversions_keep_outputs_dtype_and_aliasing(subject, data):
     """from_hf(to_hf(m)) and load_hf_checkpoint(save_pretrained(to_hf(m))) == m bitwise, same dtype, tied <=>

@@ -34,6 +34,7 @@ def _scale(model, factor: float):
 
 
 @pytest.mark.needs("speculative")
+@settings(max_examples=max(2, settings.default.max_examples // 2))
 @given(data=st.data())
 def test_greedy_speculative_is_greedy_target(subject, data):
     """speculative(target, draft, x, n, k, T=0) == argmax decoding of the target by full forwards."""
