@@ -52,42 +52,43 @@ def test_greedy_speculative_is_greedy_target(subject, data):
     assert torch.equal(out[:, :end], ref[:, :end]), f"greedy speculative {out.tolist()} != greedy target {ref.tolist()}"
 
 
-N_ROWS = 3000
+N_ROWS = 2000
 
 
 @pytest.mark.needs("speculative", "sampler")
-@settings(max_examples=max(3, settings.default.max_examples // 5))  # ~0.15 s an example: depth in nightly
+@settings(max_examples=max(3, settings.default.max_examples // 5))  # ~0.25 s an example: depth in nightly
 @given(data=st.data())
 def test_speculative_samples_follow_the_target(subject, data):
-    """counts of (x_1, x_2) over N = 3000 rows ~ P_t(x_1) P_t(x_2 | x_1) (Bernstein, false-alarm 1e-6)."""
+    """counts of the first two of 3 new tokens (x_1, x_2) over N = 2000 rows ~ P_t(x_1) P_t(x_2 | x_1) (Bernstein), for a draft with the
+    target's weights and for a random draft in every example: 5e-7 per check, 1e-6 for the example."""
     V = data.draw(st.integers(2, 5), label="vocab_size")
     config = draw_config(data, subject, vocab_size=V)
-    if config.block_size < 3:
-        config = config.replace(block_size=3)
+    if config.block_size < 4:
+        config = config.replace(block_size=4)
     target = _scale(build(subject, config, data.draw(seeds(), label="seed")), data.draw(st.floats(2, 8), label="scale"))
-    same = data.draw(st.booleans(), label="draft == target")
-    if same:  # the same weights, another module: every draft is accepted
-        draft = _scale(build(subject, config, 0), 1.0)
-        draft.load_state_dict(target.state_dict())
-    else:
-        draft = _scale(_draft_for(data, subject, config), data.draw(st.floats(2, 8), label="draft scale"))
-    prompt = data.draw(token_batches(config, max_batch=1, max_len=config.block_size - 2), label="prompt")
+    twin = build(subject, config, 0)  # the same weights, another module: every draft is accepted
+    twin.load_state_dict(target.state_dict())
+    other = _scale(_draft_for(data, subject, config), data.draw(st.floats(2, 8), label="draft scale"))
+    prompt = data.draw(token_batches(config, max_batch=1, max_len=config.block_size - 3), label="prompt")
     k = data.draw(st.integers(1, 4), label="k")
     temperature = data.draw(st.floats(0.3, 2.0), label="temperature")
     top_k = data.draw(st.one_of(st.none(), st.integers(1, V)), label="top_k")
     top_p = data.draw(st.one_of(st.none(), st.floats(0.3, 1.0)), label="top_p")
+    seed = data.draw(seeds(), label="sampling seed")
+    T = prompt.size(1)
     with torch.no_grad():
-        out = subject.speculative(target, draft, prompt.expand(N_ROWS, -1), 2, k, temperature, top_k, top_p,
-                                  seed=data.draw(seeds(), label="sampling seed"))
-        T = prompt.size(1)
         p1 = subject.sampling_probs(subject.logits(target, prompt)[:, -1], temperature, top_k, top_p)[0]  # (V,)
         ext = torch.cat([prompt.expand(V, -1), torch.arange(V).unsqueeze(1)], dim=1)  # (V, T + 1)
         p2 = subject.sampling_probs(subject.logits(target, ext)[:, -1], temperature, top_k, top_p)  # (V, V)
-    assert out.shape == (N_ROWS, T + 2)
-    joint = (p1.unsqueeze(1) * p2).flatten()  # (V * V,)
-    pairs = out[:, T] * V + out[:, T + 1]
-    assert_counts_follow(draw_counts(pairs, V * V), joint, f"speculative (x_1, x_2), draft {'=' if same else '!='} "
-                         f"target, k={k}, T={temperature}, top_k={top_k}, top_p={top_p}", FALSE_ALARM)
+        joint = (p1.unsqueeze(1) * p2).flatten()  # (V * V,)
+        for name, draft in (("random draft", other), ("draft == target", twin)):
+            # 3 new tokens, so the first round drafts min(k, 2) tokens and the accepted run's length matters
+            out = subject.speculative(target, draft, prompt.expand(N_ROWS, -1), 3, k, temperature, top_k, top_p,
+                                      seed=seed)
+            assert out.shape == (N_ROWS, T + 3)
+            pairs = out[:, T] * V + out[:, T + 1]
+            assert_counts_follow(draw_counts(pairs, V * V), joint, f"speculative (x_1, x_2), {name}, k={k}, "
+                                 f"T={temperature}, top_k={top_k}, top_p={top_p}", FALSE_ALARM / 2)
 
 
 @given(data=st.data())
