@@ -17,6 +17,9 @@ class KVCache(nn.Module):
         shape = (batch_size, n_query_groups, max_seq_length, head_size)
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        # which positions hold a written key/value: reading an unwritten (zero) slot is a silent wrong answer
+        self.register_buffer("written", torch.zeros(max_seq_length, dtype=torch.bool, device=device),
+                             persistent=False)
 
     @property
     def max_seq_length(self) -> int:
@@ -30,6 +33,19 @@ class KVCache(nn.Module):
         self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
         return self.k[:, :, :end], self.v[:, :, :end]
 
+    def check_no_gap(self, input_pos: Tensor, end: int) -> None:
+        """Refuse a chunk at ``input_pos`` that would attend over never-written positions below ``end``;
+        otherwise mark its positions written."""
+        will = self.written[:end].clone()
+        will[input_pos] = True
+        if not bool(will.all()):
+            gap = (~will).nonzero().flatten()
+            raise ValueError(f"input_pos {input_pos.tolist()} leaves a gap in the KV cache: positions "
+                             f"{gap.tolist()[:8]} were never written; decode from position "
+                             f"{int(gap[0])} (input_pos must continue the cached sequence)")
+        self.written[input_pos] = True
+
     def reset(self) -> None:
         self.k.zero_()
         self.v.zero_()
+        self.written.zero_()

@@ -15,6 +15,10 @@ from .mlp import build_mlp
 from .norm import build_norm
 
 
+# token-id dtypes accepted (and widened to int64 exactly); bool, floats and unsigned > 8 bits are refused
+ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
 class Block(nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -69,8 +73,11 @@ class GPT(nn.Module):
                      device=None, dtype=None) -> None:
         """Allocate a fresh (zeroed) cache in every layer; ``forward(idx, input_pos)`` then uses it."""
         c = self.config
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         max_seq_length = c.block_size if max_seq_length is None else max_seq_length
-        if not 1 <= max_seq_length <= c.block_size:
+        if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) \
+                or not 1 <= max_seq_length <= c.block_size:
             raise ValueError(f"max_seq_length must be in [1, block_size={c.block_size}], got {max_seq_length}")
         ref = self.lm_head.weight
         for block in self.blocks:
@@ -96,6 +103,9 @@ class GPT(nn.Module):
         learned positions). ``inputs_embeds`` (B, T, n_embd) replaces the token-embedding lookup.
         ``return_hidden`` returns the final-norm output (B, T, n_embd) instead of the logits.
         """
+        if (idx is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of idx (token ids) and inputs_embeds, got "
+                             + ("both" if idx is not None else "neither"))
         x = self.embed(idx) if inputs_embeds is None else self._check_embeds(inputs_embeds)
         B, T, _ = x.shape
         pos, end = self._positions(T, input_pos, x.device)
@@ -116,13 +126,14 @@ class GPT(nn.Module):
 
     def embed(self, idx: Tensor) -> Tensor:
         self._check_idx(idx)
-        return self.wte(idx)
+        return self.wte(idx.long())  # narrower integer ids widen exactly; nn.Embedding takes int32/int64 only
 
     def _check_idx(self, idx: Tensor) -> None:
         if not isinstance(idx, Tensor):
             raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
-        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-            raise TypeError(f"idx must hold integer token ids (torch.long), got dtype {idx.dtype}")
+        if idx.dtype not in ID_DTYPES:
+            raise TypeError(f"idx must hold integer token ids of dtype {', '.join(map(str, ID_DTYPES))}, "
+                            f"got dtype {idx.dtype}")
         if idx.dim() != 2:
             raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
         if idx.device != self.wte.weight.device:
@@ -159,44 +170,19 @@ class GPT(nn.Module):
         if lo < 0 or hi >= limit:
             what = "the KV cache length" if self.kv_cache_length else "block_size"
             raise ValueError(f"input_pos must be in [0, {what}={limit}), got positions in [{lo}, {hi}]")
+        cache = self.blocks[0].attn.kv_cache
+        if cache is not None:
+            cache.check_no_gap(input_pos, hi + 1)
         if self.config.attn_backend == "flash" and self.kv_cache_length and hi - lo + 1 != T:
             raise ValueError("attn_backend='flash' decodes contiguous chunks only (input_pos = start..start+T-1)")
         return input_pos, hi + 1
 
     # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: Optional[int] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Append ``max_new_tokens`` sampled tokens to ``idx`` (B, T), decoding through the KV cache.
+    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
+                 top_p: Optional[float] = None, generator: Optional[torch.Generator] = None,
+                 stop_tokens=(), attention_mask: Optional[Tensor] = None) -> Tensor:
+        """``gpt.generate.generate(self, ...)``: temperature 0 is greedy; see gpt.sampling for top_k/top_p."""
+        from .generate import generate
 
-        temperature 0 is greedy decoding; ``top_k`` keeps the k most likely tokens.
-        """
-        B, T = idx.shape
-        total = T + max_new_tokens
-        if total > self.config.block_size:
-            raise ValueError(f"prompt ({T}) + max_new_tokens ({max_new_tokens}) exceeds "
-                             f"block_size={self.config.block_size}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        self.set_kv_cache(B, total)
-        try:
-            logits = self(idx, input_pos=0)[:, -1]
-            out = [idx]
-            for t in range(T, total):
-                nxt = sample(logits, temperature, top_k, generator)  # (B, 1)
-                out.append(nxt)
-                if t + 1 < total:
-                    logits = self(nxt, input_pos=t)[:, -1]
-        finally:
-            self.clear_kv_cache()
-        return torch.cat(out, dim=1)
-
-
-def sample(logits: Tensor, temperature: float, top_k: Optional[int], generator=None) -> Tensor:
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+        return generate(self, idx, max_new_tokens, temperature, top_k, top_p, generator, stop_tokens,
+                        attention_mask=attention_mask)

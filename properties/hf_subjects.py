@@ -29,10 +29,13 @@ from properties.subject import Subject
 from strategies.space import ConfigSpace
 
 HF_CAPABILITIES = frozenset({"kv_cache", "positions", "inputs_embeds", "dropout", "param_count", "init_scale",
-                             "low_precision"})
+                             "low_precision", "sampler", "generate"})
 # not claimed: "save_load" (the checkpoint property needs a load that refuses a mismatched gpt Config by
 # field name, which from_pretrained does not do) and "input_validation" (HF raises IndexError or nothing
 # for out-of-range ids and over-long sequences, not errors naming the problem).
+# "sampler" is transformers' own logits warpers (Temperature, TopK, TopP) then softmax and a multinomial draw;
+# "generate" is ``model.generate``. Not claimed: "speculative" (assisted generation runs batch size 1 only and
+# draws from torch's global RNG, which the lockstep-batched distribution property cannot use).
 
 
 class HFSubject(Subject):
@@ -97,6 +100,42 @@ class HFSubject(Subject):
     def logits_from_embeds(self, model, embeds: Tensor) -> Tensor:
         with self._numerics(model):
             return model(inputs_embeds=embeds, use_cache=False).logits
+
+
+    # ------------------------------------------------------------------ sampling and generation
+    def sampling_probs(self, logits, temperature, top_k=None, top_p=None):
+        if temperature == 0:  # do_sample=False: greedy search, argmax (lowest index on ties)
+            return torch.zeros_like(logits, dtype=torch.float64).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+        return torch.softmax(_warp(logits.double(), temperature, top_k, top_p), dim=-1)
+
+    def sample(self, logits, temperature, top_k=None, top_p=None, generator=None):
+        if temperature == 0:
+            return logits.argmax(-1, keepdim=True)
+        return torch.multinomial(self.sampling_probs(logits, temperature, top_k, top_p), 1, generator=generator)
+
+    def generate(self, model, idx, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=0, stop_tokens=()):
+        if max_new_tokens == 0:  # HF refuses max_new_tokens=0; the interface's answer is the prompt itself
+            return idx
+        stops = list(stop_tokens)
+        kw = dict(do_sample=False) if temperature == 0 else dict(
+            do_sample=True, temperature=float(temperature), top_k=top_k or 0, top_p=1.0 if top_p is None else top_p)
+        torch.manual_seed(seed)  # HF samples from torch's global RNG
+        with self._numerics(model):
+            return model.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=max_new_tokens,
+                                  min_new_tokens=0, eos_token_id=stops or None,
+                                  pad_token_id=stops[0] if stops else 0, num_beams=1, **kw)
+
+
+def _warp(scores: Tensor, temperature: float, top_k, top_p) -> Tensor:
+    """transformers' sampling warpers, in generate's order (temperature, top-k, top-p)."""
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    scores = TemperatureLogitsWarper(temperature)(None, scores)
+    if top_k is not None:
+        scores = TopKLogitsWarper(top_k)(None, scores)
+    if top_p is not None and top_p < 1:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    return scores
 
 
 def _positions(start: int, T: int, device) -> Tensor:

@@ -31,6 +31,9 @@ CAPABILITIES = {
     "input_validation": "clear ValueError/TypeError on invalid configs and bad token tensors",
     "init_scale": "GPT-2 style initialisation, so the initial loss is near ln(vocab_size)",
     "low_precision": "float16/bfloat16 weights and activations",
+    "sampler": "a token sampler with temperature/top_k/top_p (sampling_probs, sample)",
+    "generate": "autoregressive generation: greedy, seeded sampling, stop tokens (generate)",
+    "speculative": "speculative decoding with a draft model (speculative)",
 }
 
 
@@ -87,6 +90,29 @@ class Subject:
         raise NotImplementedError
 
     def load(self, path: str, config: Config) -> nn.Module:
+        raise NotImplementedError
+
+    # capability "sampler": temperature 0 is greedy; top_k / top_p None means no limit
+    def sampling_probs(self, logits: Tensor, temperature: float, top_k=None, top_p=None) -> Tensor:
+        """(B, V) float64: the distribution ``sample`` draws from for (B, V) logits."""
+        raise NotImplementedError
+
+    def sample(self, logits: Tensor, temperature: float, top_k=None, top_p=None,
+               generator: Optional[torch.Generator] = None) -> Tensor:
+        """(B, 1) token ids drawn for (B, V) logits, all randomness from ``generator``."""
+        raise NotImplementedError
+
+    # capability "generate"
+    def generate(self, model: nn.Module, idx: Tensor, max_new_tokens: int, temperature: float = 0.0,
+                 top_k=None, top_p=None, seed: int = 0, stop_tokens=()) -> Tensor:
+        """(B, T + n): ``idx`` and up to ``max_new_tokens`` new tokens (fewer only once every row has emitted
+        one of ``stop_tokens``; what follows a row's stop token is padding). Same seed, same result."""
+        raise NotImplementedError
+
+    # capability "speculative"
+    def speculative(self, target: nn.Module, draft: nn.Module, idx: Tensor, max_new_tokens: int, k: int,
+                    temperature: float = 0.0, top_k=None, top_p=None, seed: int = 0) -> Tensor:
+        """(B, T + max_new_tokens), distributed as ``generate(target, ...)``, drafted k tokens at a time."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -160,6 +186,28 @@ class GPTSubject(Subject):
         from gpt.checkpoint import checkpoint_dtype, load_checkpoint
 
         return load_checkpoint(path, GPT(config).to(checkpoint_dtype(path)))
+
+    def sampling_probs(self, logits, temperature, top_k=None, top_p=None):
+        from gpt.sampling import probs
+
+        return probs(logits, temperature, top_k, top_p)
+
+    def sample(self, logits, temperature, top_k=None, top_p=None, generator=None):
+        from gpt.sampling import sample
+
+        return sample(logits, temperature, top_k, top_p, generator)
+
+    def generate(self, model, idx, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=0, stop_tokens=()):
+        from gpt.generate import generate
+
+        gen = torch.Generator(device=idx.device).manual_seed(seed)
+        return generate(model, idx, max_new_tokens, temperature, top_k, top_p, gen, stop_tokens)
+
+    def speculative(self, target, draft, idx, max_new_tokens, k, temperature=0.0, top_k=None, top_p=None, seed=0):
+        from gpt.speculative import speculative
+
+        gen = torch.Generator(device=idx.device).manual_seed(seed)
+        return speculative(target, draft, idx, max_new_tokens, k, temperature, top_k, top_p, gen)
 
 
 def _hf(cls_name: str) -> Callable[[], Subject]:
