@@ -7,8 +7,8 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .attention import CausalSelfAttention
 from . import masks
+from .attention import CausalSelfAttention
 from .config import Config
 from .embedding import rope_cache
 from .kv_cache import KVCache
