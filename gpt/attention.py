@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from .embedding import apply_rope
 from .kv_cache import KVCache
+from .masks import Layout, guard_empty_rows, visible
 
 
 class CausalSelfAttention(nn.Module):
@@ -31,7 +32,7 @@ class CausalSelfAttention(nn.Module):
                 pass  # the forward raises the error with the install hint
 
     def forward(self, x: Tensor, rope: Optional[tuple[Tensor, Tensor]] = None,
-                input_pos: Optional[Tensor] = None, end: Optional[int] = None) -> Tensor:
+                layout: Optional[Layout] = None) -> Tensor:
         c = self.config
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split((c.n_head * c.head_size, c.n_query_groups * c.head_size,
@@ -43,10 +44,12 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 
         mask = None  # None means plain causal over this chunk
-        if input_pos is not None and self.kv_cache is not None:
-            k, v = self.kv_cache(input_pos, k, v, end)  # (B, nqg, end, hs)
-            # query at position p sees cached keys 0..p: the chunk itself is causal too
-            mask = torch.arange(end, device=x.device)[None, :] <= input_pos[:, None]  # (T, end)
+        if layout is not None and layout.slots is not None and self.kv_cache is not None:
+            # the cache hands back its keys with their stored positions and validity (B, end)
+            k, v, kpos, kvalid = self.kv_cache(layout.slots, k, v, layout.end, layout.pos, layout.valid)
+            mask = visible(layout.pos, kpos, kvalid)  # (B, T, end)
+        elif layout is not None and not layout.plain_causal:
+            mask = visible(layout.pos, layout.pos, layout.valid, layout.segment, layout.segment)  # (B, T, T)
 
         dropout_p = c.attn_dropout if self.training else 0.0
         y = attend(q, k, v, mask, dropout_p, c.attn_backend)  # (B, nh, T, hs)
@@ -55,10 +58,20 @@ class CausalSelfAttention(nn.Module):
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float, backend: str) -> Tensor:
-    """q (B, nh, T, hs), k and v (B, nqg, S, hs), mask (T, S) of allowed pairs or None for causal."""
+    """q (B, nh, T, hs), k and v (B, nqg, S, hs); mask (B, T, S) or (T, S) of allowed pairs, or None for
+    causal. A query with no allowed key gets output 0 (see gpt.masks)."""
     scale = 1.0 / math.sqrt(q.size(-1))
-    if backend == "flash":
+    if backend == "flash":  # the model refuses masks flash cannot express (gpt.model._check_flash)
         return flash_attention(q, k, v, dropout_p, scale)
+    if mask is None:
+        return attend_masked(q, k, v, None, dropout_p, backend, scale)
+    mask, seen = guard_empty_rows(mask if mask.dim() == 2 else mask[:, None])  # (B, 1, T, S): all heads
+    return attend_masked(q, k, v, mask, dropout_p, backend, scale).masked_fill(~seen, 0.0)
+
+
+def attend_masked(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float, backend: str,
+                  scale: float) -> Tensor:
+    """math or sdpa attention; ``mask`` must leave every query at least one key (or be None: causal)."""
     if backend == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None,
                                               scale=scale, enable_gqa=k.size(1) != q.size(1))

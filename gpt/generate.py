@@ -42,6 +42,27 @@ def check_generate_args(model, idx: Tensor, max_new_tokens, stop_tokens=()) -> t
     return stops
 
 
+def check_prompt_mask(attention_mask, idx: Tensor) -> Optional[Tensor]:
+    """A left-padded batch's mask (B, T) as bools; every row must end in a real token to continue from."""
+    if attention_mask is None:
+        return None
+    if not isinstance(attention_mask, Tensor) or attention_mask.shape != idx.shape:
+        raise ValueError(f"attention_mask must be a tensor of the prompt's shape {tuple(idx.shape)}, got "
+                         f"{tuple(getattr(attention_mask, 'shape', ())) or type(attention_mask).__name__}")
+    if attention_mask.dtype != torch.bool and attention_mask.dtype.is_floating_point:
+        raise TypeError(f"attention_mask must hold 0/1 integers or bools, got dtype {attention_mask.dtype}")
+    mask = attention_mask != 0
+    if not bool(mask[:, -1].all()):
+        rows = (~mask[:, -1]).nonzero().flatten().tolist()
+        raise ValueError(f"generate needs left-padded prompts: attention_mask[:, -1] must be 1 in every row (the "
+                         f"token to continue from), rows {rows[:8]} end in padding or are all padding")
+    return mask
+
+
+def _masked(mask: Optional[Tensor]) -> dict:
+    return {} if mask is None else {"attention_mask": mask}
+
+
 @torch.no_grad()
 def generate(model, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
              top_p: Optional[float] = None, generator: Optional[torch.Generator] = None,
@@ -52,18 +73,18 @@ def generate(model, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, 
     Randomness comes from ``generator`` only (torch's global RNG when None); greedy (temperature 0) uses
     none. A row that emits one of ``stop_tokens`` keeps that token and is padded with it afterwards;
     generation ends early once every row has stopped, so the result is (B, T + n), n <= max_new_tokens.
+    ``attention_mask`` (B, T) marks a left-padded batch of prompts of different lengths (0 = padding):
+    each row then continues exactly as that row's unpadded prompt would alone.
     """
     stops = check_generate_args(model, idx, max_new_tokens, stop_tokens)
     check_sampling_args(temperature, top_k, top_p)
-    if attention_mask is not None:
-        # left-padded batches: engineer "inputs" passes attention_mask (B, input_pos + T) to the model here
-        raise ValueError("attention_mask is not supported by generate yet: pass unpadded prompts (B, T)")
+    mask = check_prompt_mask(attention_mask, idx)  # (B, T) bool or None
     B, T = idx.shape
     if max_new_tokens == 0:
         return idx
     model.set_kv_cache(B, T + max_new_tokens)
     try:
-        logits = model(idx, input_pos=0)[:, -1]  # (B, V)
+        logits = model(idx, input_pos=0, **_masked(mask))[:, -1]  # (B, V)
         out = [idx]
         stopped = torch.zeros(B, 1, dtype=torch.bool, device=idx.device)
         pad = torch.zeros(B, 1, dtype=idx.dtype, device=idx.device)
@@ -78,7 +99,9 @@ def generate(model, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, 
                 if bool(stopped.all()):
                     break
             if t + 1 < T + max_new_tokens:
-                logits = model(nxt, input_pos=t)[:, -1]
+                if mask is not None:  # HF convention: the mask covers cached and current tokens
+                    mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)  # (B, t + 1)
+                logits = model(nxt, input_pos=t, **_masked(mask))[:, -1]
     finally:
         model.clear_kv_cache()
     return torch.cat(out, dim=1)

@@ -7,10 +7,12 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
+from . import masks
 from .attention import CausalSelfAttention
 from .config import Config
 from .embedding import rope_cache
 from .kv_cache import KVCache
+from .masks import Layout
 from .mlp import build_mlp
 from .norm import build_norm
 
@@ -29,9 +31,9 @@ class Block(nn.Module):
         self.drop = nn.Dropout(config.resid_dropout)
         self.parallel_residual = config.parallel_residual
 
-    def forward(self, x: Tensor, rope=None, input_pos: Optional[Tensor] = None, end: Optional[int] = None) -> Tensor:
+    def forward(self, x: Tensor, rope=None, layout: Optional[Layout] = None) -> Tensor:
         x_normed = self.norm_1(x)
-        h = self.drop(self.attn(x_normed, rope, input_pos, end))
+        h = self.drop(self.attn(x_normed, rope, layout))
         if self.parallel_residual:  # GPT-NeoX / GPT-J: attention and MLP both read the block's input
             mlp_in = x_normed if self.norm_2 is None else self.norm_2(x)
             return x + h + self.drop(self.mlp(mlp_in))
@@ -95,34 +97,56 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, idx: Optional[Tensor] = None, input_pos: Union[Tensor, int, None] = None, *,
-                inputs_embeds: Optional[Tensor] = None, return_hidden: bool = False) -> Tensor:
+                attention_mask: Optional[Tensor] = None, position_ids: Optional[Tensor] = None,
+                segment_ids: Optional[Tensor] = None, inputs_embeds: Optional[Tensor] = None,
+                return_hidden: bool = False) -> Tensor:
         """Logits (B, T, vocab_size) for token ids ``idx`` (B, T).
 
-        ``input_pos`` are the positions of the T tokens (an int start or a (T,) tensor); with a KV cache
+        ``input_pos`` are the cache slots of the T tokens (an int start or a (T,) tensor); with a KV cache
         allocated they are written to and read from it, without one they only place the tokens (RoPE /
         learned positions). ``inputs_embeds`` (B, T, n_embd) replaces the token-embedding lookup.
         ``return_hidden`` returns the final-norm output (B, T, n_embd) instead of the logits.
+
+        ``attention_mask`` (1 real token, 0 padding; left or right padding, any pad id) is (B, T), or with a
+        KV cache (B, input_pos + T) covering cached and current tokens; pass it on every cached call.
+        ``position_ids`` (B, T) are per-row positions, by default cumsum(attention_mask) - 1 (restarting
+        in every segment). ``segment_ids`` (B, T) pack sequences into a row: a token attends only to earlier
+        tokens of its own segment. Padding keys are never attended; a query that sees no key at all (padding
+        with no real token before it) has attention output 0 in every layer, so its logits are finite but
+        meaningless. Rules: gpt.masks.
         """
         if (idx is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of idx (token ids) and inputs_embeds, got "
                              + ("both" if idx is not None else "neither"))
         x = self.embed(idx) if inputs_embeds is None else self._check_embeds(inputs_embeds)
         B, T, _ = x.shape
-        pos, end = self._positions(T, input_pos, x.device)
+        slots, end = self._positions(T, input_pos, x.device)
+        cached = input_pos is not None and self.kv_cache_length is not None
+        self._check_flash(attention_mask, position_ids, segment_ids)
+        layout = masks.layout(B, T, slots, cached=cached, end=end, block_size=self.config.block_size,
+                              attention_mask=attention_mask, position_ids=position_ids, segment_ids=segment_ids,
+                              explicit_input_pos=input_pos is not None)
+        pos = layout.pos  # (B, T)
         if self.wpe is not None:
             x = x + self.wpe(pos)
         x = self.drop(x)
         rope = None
         if self.config.position_embedding == "rope":
             rope = rope_cache(pos, self.config.rope_n_elem, self.config.rope_base, x.dtype)
-        cache_pos = pos if input_pos is not None else None
+            rope = (rope[0].unsqueeze(1), rope[1].unsqueeze(1))  # (B, 1, T, half): one table per row, all heads
         for block in self.blocks:
-            x = block(x, rope, cache_pos, end)
+            x = block(x, rope, layout)
         h = self.norm_f(x)  # (B, T, n_embd)
         if return_hidden:  # for a fused head + loss (gpt.fused_loss) that never materialises the logits
             return h
         logits = self.lm_head(h)
         return logits[..., : self.config.vocab_size]  # padded columns are a speed detail, never output
+
+    def _check_flash(self, attention_mask, position_ids, segment_ids) -> None:
+        if self.config.attn_backend == "flash" and not (attention_mask is None and position_ids is None
+                                                        and segment_ids is None):
+            raise ValueError("attn_backend='flash' runs causal attention over unpadded rows only: "
+                             "attention_mask, position_ids and segment_ids need attn_backend='sdpa' or 'math'")
 
     def embed(self, idx: Tensor) -> Tensor:
         self._check_idx(idx)
