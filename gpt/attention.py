@@ -1,29 +1,36 @@
 """Causal self-attention with grouped kv heads and three interchangeable kernels.
 
 ``math`` is the reference, softmax(Q K^T / sqrt(hs) + mask) V written out; ``sdpa`` is
-torch.nn.functional.scaled_dot_product_attention; ``flash`` is the flash-attn package (FA2 or FA4).
+torch.nn.functional.scaled_dot_product_attention; ``flash`` is the flash-attn package (FA2 or FA4); ``flex``
+is torch.nn.attention.flex_attention (gpt/flex.py). Masks are described by positions (gpt/mask_spec.py).
 """
 from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .embedding import apply_rope
+from .flex import flex_attend
 from .kv_cache import KVCache
+from .mask_spec import MaskSpec
+from .ring_cache import RingKVCache
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config) -> None:
+    def __init__(self, config, layer: int = 0) -> None:
         super().__init__()
         self.config = config
+        self.window = config.window(layer)  # sliding window W of this layer, None for global attention
         self.qkv = nn.Linear(config.n_embd, config.qkv_size, bias=config.qkv_bias)
         self.proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=config.bias)
-        self.kv_cache: Optional[KVCache] = None
+        # GPT-OSS: one learned logit per query head, an extra term e^s in the softmax denominator
+        self.sinks = nn.Parameter(torch.zeros(config.n_head)) if config.attention_sinks else None
+        self.kv_cache: Optional[Union[KVCache, RingKVCache]] = None
 
     def forward(self, x: Tensor, rope: Optional[tuple[Tensor, Tensor]] = None,
                 input_pos: Optional[Tensor] = None, end: Optional[int] = None) -> Tensor:
@@ -37,28 +44,56 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 
-        mask = None  # None means plain causal over this chunk
-        if input_pos is not None and self.kv_cache is not None:
+        spec = MaskSpec.causal(T, x.device, self.window)  # causal over this chunk
+        if input_pos is not None and isinstance(self.kv_cache, RingKVCache):
+            k, v, kpos = self.kv_cache(input_pos, k, v)  # (B, nqg, S, hs), kpos (S,) in chronological order
+            spec = MaskSpec(input_pos[None], kpos[None], self.window)
+        elif input_pos is not None and self.kv_cache is not None:
             k, v = self.kv_cache(input_pos, k, v, end)  # (B, nqg, end, hs)
             # query at position p sees cached keys 0..p: the chunk itself is causal too
-            mask = torch.arange(end, device=x.device)[None, :] <= input_pos[:, None]  # (T, end)
+            spec = MaskSpec(input_pos[None], torch.arange(end, device=x.device)[None], self.window)
 
         dropout_p = c.attn_dropout if self.training else 0.0
-        y = attend(q, k, v, mask, dropout_p, c.attn_backend)  # (B, nh, T, hs)
+        y = attend(q, k, v, spec, dropout_p, c.attn_backend, softcap=c.attn_logit_softcap,
+                   sinks=self.sinks)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, c.n_head * c.head_size)
         return self.proj(y)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float, backend: str) -> Tensor:
-    """q (B, nh, T, hs), k and v (B, nqg, S, hs), mask (T, S) of allowed pairs or None for causal."""
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Union[MaskSpec, Tensor, None], dropout_p: float, backend: str,
+           softcap: Optional[float] = None, sinks: Optional[Tensor] = None) -> Tensor:
+    """q (B, nh, T, hs), k and v (B, nqg, S, hs) -> (B, nh, T, hs).
+
+    ``mask``: a MaskSpec, a bool tensor of allowed pairs broadcastable to (B, nh, T, S), or None for causal.
+    ``softcap`` c: scores s = q k^T / sqrt(hs) become c * tanh(s / c) before the mask (Gemma 2).
+    ``sinks`` (nh,): softmax denominators gain e^{sinks[h]} (GPT-OSS). scaled_dot_product_attention can
+    express neither, so with either of them the sdpa backend computes through the math path.
+    """
     scale = 1.0 / math.sqrt(q.size(-1))
+    spec = mask if isinstance(mask, MaskSpec) else None
     if backend == "flash":
-        return flash_attention(q, k, v, dropout_p, scale)
-    if backend == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None,
-                                              scale=scale, enable_gqa=k.size(1) != q.size(1))
-    att = attention_probs(q, k, mask, scale)
+        if mask is not None and (spec is None or not spec.is_bottom_right_causal()):
+            raise ValueError("attn_backend='flash' handles causal (optionally windowed) attention over a "
+                             "contiguous chunk only; use 'flex', 'sdpa' or 'math' for other masks")
+        return flash_attention(q, k, v, dropout_p, scale, window=spec.window if spec else None,
+                               softcap=softcap, sinks=sinks)
+    if backend == "flex":
+        return flex_attend(q, k, v, spec or _spec_of(mask, q, k), scale, dropout_p, softcap, sinks)
+    dense = mask if spec is None else None if spec.is_plain_causal() else spec.dense()
+    if backend == "sdpa" and softcap is None and sinks is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=dense, dropout_p=dropout_p,
+                                              is_causal=dense is None, scale=scale,
+                                              enable_gqa=k.size(1) != q.size(1))
+    att = attention_probs(q, k, dense, scale, softcap, sinks)
     return F.dropout(att, dropout_p, training=dropout_p > 0) @ expand_kv(v, q.size(1))
+
+
+def _spec_of(mask: Optional[Tensor], q: Tensor, k: Tensor) -> MaskSpec:
+    """A MaskSpec for a plain causal call (None) of attend; dense masks have no position description."""
+    if mask is not None:
+        raise ValueError("attn_backend='flex' needs a MaskSpec (positions), not a dense mask tensor")
+    T, S = q.size(-2), k.size(-2)
+    return MaskSpec(torch.arange(S - T, S, device=q.device)[None], torch.arange(S, device=q.device)[None])
 
 
 def expand_kv(kv: Tensor, n_head: int) -> Tensor:
@@ -71,13 +106,20 @@ def causal_mask(T: int, S: int, device=None) -> Tensor:
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
 
 
-def attention_probs(q: Tensor, k: Tensor, mask: Optional[Tensor], scale: float) -> Tensor:
-    """softmax(Q K^T * scale + mask) over the keys: (B, nh, T, S)."""
+def attention_probs(q: Tensor, k: Tensor, mask: Optional[Tensor], scale: float,
+                    softcap: Optional[float] = None, sinks: Optional[Tensor] = None) -> Tensor:
+    """softmax(cap(Q K^T * scale) + mask) over the keys (and the sinks): (B, nh, T, S)."""
     att = (q @ expand_kv(k, q.size(1)).transpose(-2, -1)) * scale  # (B, nh, T, S)
+    if softcap is not None:  # before the mask: tanh(-inf) would turn masked scores into -c
+        att = softcap * torch.tanh(att / softcap)
     if mask is None:
         mask = causal_mask(q.size(-2), k.size(-2), q.device)
     att = att.masked_fill(~mask, float("-inf"))
-    return F.softmax(att, dim=-1)
+    if sinks is None:
+        return F.softmax(att, dim=-1)
+    B, nh, T, _ = att.shape
+    sink = sinks.to(att.dtype).view(1, nh, 1, 1).expand(B, nh, T, 1)  # (B, nh, T, 1) one logit per head
+    return F.softmax(torch.cat([att, sink], dim=-1), dim=-1)[..., :-1]  # the sink's share carries no value
 
 
 # FlashAttention-4 4.0.0b36 on SM90 (H100) returns wrong gradients once T > 64 (dq up to 180x the bf16
@@ -89,8 +131,10 @@ def fa4_backward_is_trusted(head_size: int) -> bool:
 
 
 def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: float,
-                    check_head_size: bool = True) -> Tensor:
-    # causal=True aligns the mask bottom-right, which is exactly a contiguous chunk after the cache
+                    check_head_size: bool = True, window: Optional[int] = None, softcap: Optional[float] = None,
+                    sinks: Optional[Tensor] = None) -> Tensor:
+    # causal=True aligns the mask bottom-right, which is exactly a contiguous chunk after the cache; a window
+    # of W keys is window_size=(W - 1, 0): W - 1 keys to the left of the diagonal, none to the right
     if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(
             f"attn_backend='flash' needs CUDA float16/bfloat16 tensors, got {q.dtype} on {q.device.type}; "
@@ -103,12 +147,23 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: fl
                          "head_size % 32 in {8, 16} (see gpt.attention.fa4_backward_is_trusted); "
                          "use attn_backend='sdpa' to train this model")
     args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, T, H, hs)
-    if has_dropout:
-        out = fn(*args, dropout_p=dropout_p, softmax_scale=scale, causal=True)
+    kw = dict(softmax_scale=scale, causal=True)
+    if softcap is not None:
+        kw["softcap"] = float(softcap)  # FA2 and FA4 both take softcap (0.0 = off)
+    if has_dropout:  # FA2: window_size=(-1, -1) is global; no sinks
+        if sinks is not None:
+            raise ValueError("FlashAttention-2 has no attention sinks: use attn_backend='flex' (or FA4)")
+        if window is not None:
+            kw["window_size"] = (window - 1, 0)
+        out = fn(*args, dropout_p=dropout_p, **kw)
     elif dropout_p > 0:
         raise ValueError("FlashAttention-4 has no attention dropout: set attn_dropout=0 or use another backend")
-    else:
-        out = fn(*args, softmax_scale=scale, causal=True)
+    else:  # FA4 (flash_attn.cute): window_size=(None, None) is global; learnable_sink (nh,) is GPT-OSS's sink
+        if window is not None:
+            kw["window_size"] = (window - 1, 0)
+        if sinks is not None:
+            kw["learnable_sink"] = sinks.to(torch.bfloat16)  # most FA4 releases assert bfloat16
+        out = fn(*args, **kw)
     if isinstance(out, tuple):  # FA4 may return (out, lse)
         out = out[0]
     return out.transpose(1, 2)

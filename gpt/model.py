@@ -11,15 +11,16 @@ from .attention import CausalSelfAttention
 from .config import Config
 from .embedding import rope_cache
 from .kv_cache import KVCache
+from .ring_cache import RingKVCache
 from .mlp import build_mlp
 from .norm import build_norm
 
 
 class Block(nn.Module):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, layer: int = 0) -> None:
         super().__init__()
         self.norm_1 = build_norm(config)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.norm_2 = None if config.shared_attention_norm else build_norm(config)
         self.mlp = build_mlp(config)
         self.drop = nn.Dropout(config.resid_dropout)
@@ -46,7 +47,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.position_embedding == "learned" else None
         self.drop = nn.Dropout(config.embd_dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm_f = build_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         if config.tie_embeddings:
@@ -63,6 +64,8 @@ class GPT(nn.Module):
         for block in self.blocks:
             for proj in (block.attn.proj, block.mlp.proj):
                 nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+            if block.attn.sinks is not None:  # as transformers' GPT-OSS initialises them
+                nn.init.normal_(block.attn.sinks, mean=0.0, std=0.02)
 
     # ------------------------------------------------------------------ KV cache
     def set_kv_cache(self, batch_size: int, max_seq_length: Optional[int] = None,
@@ -74,8 +77,12 @@ class GPT(nn.Module):
             raise ValueError(f"max_seq_length must be in [1, block_size={c.block_size}], got {max_seq_length}")
         ref = self.lm_head.weight
         for block in self.blocks:
-            block.attn.kv_cache = KVCache(batch_size, c.n_query_groups, max_seq_length, c.head_size,
-                                          device=device or ref.device, dtype=dtype or ref.dtype)
+            kw = dict(device=device or ref.device, dtype=dtype or ref.dtype)
+            if block.attn.window is None:
+                block.attn.kv_cache = KVCache(batch_size, c.n_query_groups, max_seq_length, c.head_size, **kw)
+            else:  # a sliding-window layer keeps only its last W keys
+                block.attn.kv_cache = RingKVCache(batch_size, c.n_query_groups, block.attn.window, max_seq_length,
+                                                  c.head_size, **kw)
 
     def clear_kv_cache(self) -> None:
         for block in self.blocks:
@@ -108,6 +115,9 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x, rope, cache_pos, end)
         logits = self.lm_head(self.norm_f(x))
+        if self.config.final_logit_softcap is not None:  # Gemma 2: c * tanh(z / c), |logits| < c
+            cap = self.config.final_logit_softcap
+            logits = cap * torch.tanh(logits / cap)
         return logits[..., : self.config.vocab_size]  # padded columns are a speed detail, never output
 
     def embed(self, idx: Tensor) -> Tensor:
