@@ -79,12 +79,11 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Union[MaskSpec, Tensor, None],
                                softcap=softcap, sinks=sinks)
     if backend == "flex":
         return flex_attend(q, k, v, spec or _spec_of(mask, q, k), scale, dropout_p, softcap, sinks)
-    dense = mask if spec is None else None if spec.is_plain_causal() else spec.dense()
+    mask = mask if spec is None else None if spec.is_plain_causal() else spec.dense()  # None: causal
     if backend == "sdpa" and softcap is None and sinks is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=dense, dropout_p=dropout_p,
-                                              is_causal=dense is None, scale=scale,
-                                              enable_gqa=k.size(1) != q.size(1))
-    att = attention_probs(q, k, dense, scale, softcap, sinks)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None,
+                                              scale=scale, enable_gqa=k.size(1) != q.size(1))
+    att = attention_probs(q, k, mask, scale, softcap, sinks)
     return F.dropout(att, dropout_p, training=dropout_p > 0) @ expand_kv(v, q.size(1))
 
 

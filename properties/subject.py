@@ -31,6 +31,8 @@ CAPABILITIES = {
     "input_validation": "clear ValueError/TypeError on invalid configs and bad token tensors",
     "init_scale": "GPT-2 style initialisation, so the initial loss is near ln(vocab_size)",
     "low_precision": "float16/bfloat16 weights and activations",
+    "sliding_window": "Config.sliding_window W: query i attends keys i - W < j <= i (and, with kv_cache, decodes past W)",
+    "softcap": "Config.final_logit_softcap c: logits are c * tanh(z / c) of the uncapped model's z",
 }
 
 
@@ -99,7 +101,8 @@ class GPTSubject(Subject):
 
     def __init__(self, backends=("math", "sdpa"), name: str = "gpt") -> None:
         self.name = name
-        self.space = ConfigSpace(backends=tuple(backends))
+        self.space = ConfigSpace(backends=tuple(backends), sliding_window=True, layer_types=True,
+                                 attn_logit_softcap=True, final_logit_softcap=True, attention_sinks=True)
 
     def build(self, config, seed, dtype=torch.float64, device="cpu"):
         from gpt import GPT

@@ -93,15 +93,15 @@ MUTANTS: list[Mutant] = [
        "tril(diagonal=S - T)",
        "tril(diagonal=S - T + 1)"),
     _m("cached_mask_excludes_diagonal", "causal-mask",
-       "cached decoding mask uses < instead of <=: a decoded token cannot attend to its own key",
-       "attention.py",
-       "mask = torch.arange(end, device=x.device)[None, :] <= input_pos[:, None]",
-       "mask = torch.arange(end, device=x.device)[None, :] < input_pos[:, None]"),
+       "position-based (cached decoding) mask uses < instead of <=: a decoded token cannot attend to its own key",
+       "mask_spec.py",
+       "        allowed = k <= q\n        if self.window is not None:\n            allowed = allowed & (k > q - self.window)",
+       "        allowed = k < q\n        if self.window is not None:\n            allowed = allowed & (k > q - self.window)"),
     _m("cached_prefill_not_causal", "cached-prefill-mask",
        "cached multi-token chunks (prefill) let every query see the whole chunk, not a causal mask",
        "attention.py",
-       "mask = torch.arange(end, device=x.device)[None, :] <= input_pos[:, None]",
-       "mask = torch.arange(end, device=x.device)[None, :] <= input_pos[-1]"),
+       "spec = MaskSpec(input_pos[None], torch.arange(end, device=x.device)[None], self.window)",
+       "spec = MaskSpec(input_pos[-1:].expand(T)[None], torch.arange(end, device=x.device)[None], self.window)"),
     _m("softmax_over_queries", "softmax-dim",
        "math-backend softmax normalises over the query dimension (dim=-2) instead of the keys",
        "attention.py",
@@ -210,13 +210,9 @@ MUTANTS: list[Mutant] = [
     _m("kv_cache_reused_across_sequences", "kv-cache-not-cleared",
        "set_kv_cache keeps an existing cache (its size and contents) instead of allocating a fresh one",
        "model.py",
-       "        for block in self.blocks:\n"
-       "            block.attn.kv_cache = KVCache(batch_size, c.n_query_groups, max_seq_length, c.head_size,\n"
-       "                                          device=device or ref.device, dtype=dtype or ref.dtype)",
-       "        for block in self.blocks:\n"
-       "            if block.attn.kv_cache is None:\n"
-       "                block.attn.kv_cache = KVCache(batch_size, c.n_query_groups, max_seq_length, c.head_size,\n"
-       "                                              device=device or ref.device, dtype=dtype or ref.dtype)"),
+       "        for block in self.blocks:\n            kw = dict(",
+       "        for block in self.blocks:\n            if block.attn.kv_cache is not None:\n                continue\n"
+       "            kw = dict("),
     _m("kv_cache_never_released", "kv-cache-not-cleared",
        "clear_kv_cache only zeroes the buffers, so the model keeps decoding through a stale cache",
        "model.py",
