@@ -37,8 +37,10 @@ def flex_attend(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec, scale: float, d
     block_mask = create_block_mask(spec.mask_mod(), B, None, T, k.size(-2), device=q.device)
     score_mod = None
     if softcap is not None:
+        cap = torch.tensor(float(softcap), dtype=q.dtype, device=q.device)  # a tensor: no retrace per value
+
         def score_mod(score, b, h, q_idx, kv_idx):  # flex passes the already scaled score
-            return softcap * torch.tanh(score / softcap)
+            return cap * torch.tanh(score / cap)
     with warnings.catch_warnings():  # eager CPU use is deliberate (float64 reference runs): no "use compile"
         warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
         out, aux = _flex_function(q.device.type)(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale,

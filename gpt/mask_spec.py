@@ -53,7 +53,8 @@ class MaskSpec:
 
     def mask_mod(self):
         """The same rule as ``dense`` as a flex_attention mask_mod(b, h, q_idx, kv_idx)."""
-        qpos, kpos, window, kvalid = self.qpos, self.kpos, self.window, self.kvalid
+        qpos, kpos, kvalid = self.qpos, self.kpos, self.kvalid
+        window = None if self.window is None else torch.tensor(self.window, device=qpos.device)  # no retrace per W
         qb = (lambda b: b) if qpos.size(0) > 1 else (lambda b: 0)
         kb = (lambda b: b) if kpos.size(0) > 1 else (lambda b: 0)
 
