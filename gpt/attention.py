@@ -1,8 +1,9 @@
-"""Causal self-attention with grouped kv heads and three interchangeable kernels.
+"""Causal self-attention with grouped kv heads and four interchangeable kernels.
 
 ``math`` is the reference, softmax(Q K^T / sqrt(hs) + mask) V written out; ``sdpa`` is
 torch.nn.functional.scaled_dot_product_attention; ``flash`` is the flash-attn package (FA2 or FA4); ``flex``
-is torch.nn.attention.flex_attention (gpt/flex.py). Masks are described by positions (gpt/mask_spec.py).
+is torch.nn.attention.flex_attention (gpt/flex.py). Masks are described by positions (gpt/masks.py,
+gpt/mask_spec.py); sliding windows, soft-capping and sinks are per-layer options of the config.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .embedding import apply_rope
 from .flex import flex_attend
 from .kv_cache import KVCache
 from .mask_spec import MaskSpec
+from .masks import Layout, guard_empty_rows
 from .ring_cache import RingKVCache
 
 
@@ -33,7 +35,7 @@ class CausalSelfAttention(nn.Module):
         self.kv_cache: Optional[Union[KVCache, RingKVCache]] = None
 
     def forward(self, x: Tensor, rope: Optional[tuple[Tensor, Tensor]] = None,
-                input_pos: Optional[Tensor] = None, end: Optional[int] = None) -> Tensor:
+                layout: Optional[Layout] = None) -> Tensor:
         c = self.config
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split((c.n_head * c.head_size, c.n_query_groups * c.head_size,
@@ -44,17 +46,16 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 
-        spec = MaskSpec.causal(T, x.device, self.window)  # causal over this chunk
-        if input_pos is not None and isinstance(self.kv_cache, RingKVCache):
-            k, v, kpos = self.kv_cache(input_pos, k, v)  # (B, nqg, S, hs), kpos (S,) in chronological order
-            spec = MaskSpec(input_pos[None], kpos[None], self.window)
-        elif input_pos is not None and self.kv_cache is not None:
-            k, v = self.kv_cache(input_pos, k, v, end)  # (B, nqg, end, hs)
-            # query at position p sees cached keys 0..p: the chunk itself is causal too
-            spec = MaskSpec(input_pos[None], torch.arange(end, device=x.device)[None], self.window)
+        mask = MaskSpec.causal(T, x.device, self.window)  # plain causal (windowed) over this chunk
+        if layout is not None and layout.slots is not None and self.kv_cache is not None:
+            # the cache hands back its keys with their stored positions and validity (B, S)
+            k, v, kpos, kvalid = self.kv_cache(layout.slots, k, v, layout.end, layout.pos, layout.valid)
+            mask = MaskSpec(layout.pos, kpos, self.window, kvalid)  # (B, T) queries, (B, S) keys
+        elif layout is not None and not layout.plain_causal:
+            mask = MaskSpec(layout.pos, layout.pos, self.window, layout.valid, layout.segment, layout.segment)
 
         dropout_p = c.attn_dropout if self.training else 0.0
-        y = attend(q, k, v, spec, dropout_p, c.attn_backend, softcap=c.attn_logit_softcap,
+        y = attend(q, k, v, mask, dropout_p, c.attn_backend, softcap=c.attn_logit_softcap,
                    sinks=self.sinks)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, c.n_head * c.head_size)
         return self.proj(y)
@@ -64,35 +65,38 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Union[MaskSpec, Tensor, None],
            softcap: Optional[float] = None, sinks: Optional[Tensor] = None) -> Tensor:
     """q (B, nh, T, hs), k and v (B, nqg, S, hs) -> (B, nh, T, hs).
 
-    ``mask``: a MaskSpec, a bool tensor of allowed pairs broadcastable to (B, nh, T, S), or None for causal.
-    ``softcap`` c: scores s = q k^T / sqrt(hs) become c * tanh(s / c) before the mask (Gemma 2).
-    ``sinks`` (nh,): softmax denominators gain e^{sinks[h]} (GPT-OSS). scaled_dot_product_attention can
-    express neither, so with either of them the sdpa backend computes through the math path.
+    ``mask``: a MaskSpec (positions), a bool tensor (B, T, S) or (T, S) of allowed pairs, or None for causal.
+    A query with no allowed key gets output 0 (see gpt.masks). ``softcap`` c: the scores s = q k^T / sqrt(hs)
+    become c * tanh(s / c) before the mask (Gemma 2). ``sinks`` (nh,): head h's softmax denominator gains
+    e^{sinks[h]} (GPT-OSS). scaled_dot_product_attention can express neither, so with either of them the
+    sdpa backend computes through the math path (same result, math's memory).
     """
     scale = 1.0 / math.sqrt(q.size(-1))
     spec = mask if isinstance(mask, MaskSpec) else None
-    if backend == "flash":
+    if backend == "flash":  # the model refuses masks flash cannot express (gpt.model._check_flash)
         if mask is not None and (spec is None or not spec.is_bottom_right_causal()):
             raise ValueError("attn_backend='flash' handles causal (optionally windowed) attention over a "
-                             "contiguous chunk only; use 'flex', 'sdpa' or 'math' for other masks")
+                             "contiguous chunk without padding only; use 'flex', 'sdpa' or 'math'")
         return flash_attention(q, k, v, dropout_p, scale, window=spec.window if spec else None,
                                softcap=softcap, sinks=sinks)
-    if backend == "flex":
-        return flex_attend(q, k, v, spec or _spec_of(mask, q, k), scale, dropout_p, softcap, sinks)
-    mask = mask if spec is None else None if spec.is_plain_causal() else spec.dense()  # None: causal
+    if backend == "flex":  # rows with no allowed key: flex gives 0 (and lse = -inf, so the sink factor 0)
+        return flex_attend(q, k, v, spec or MaskSpec.of_tensor_call(mask, q, k), scale, dropout_p, softcap, sinks)
+    if spec is not None:
+        mask = None if spec.is_plain_causal() else spec.dense()  # (B, T, S)
+    if mask is None:
+        return attend_masked(q, k, v, None, dropout_p, backend, scale, softcap, sinks)
+    mask, seen = guard_empty_rows(mask if mask.dim() == 2 else mask[:, None])  # (B, 1, T, S): all heads
+    return attend_masked(q, k, v, mask, dropout_p, backend, scale, softcap, sinks).masked_fill(~seen, 0.0)
+
+
+def attend_masked(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float, backend: str,
+                  scale: float, softcap: Optional[float] = None, sinks: Optional[Tensor] = None) -> Tensor:
+    """math or sdpa attention; ``mask`` must leave every query at least one key (or be None: causal)."""
     if backend == "sdpa" and softcap is None and sinks is None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None,
                                               scale=scale, enable_gqa=k.size(1) != q.size(1))
     att = attention_probs(q, k, mask, scale, softcap, sinks)
     return F.dropout(att, dropout_p, training=dropout_p > 0) @ expand_kv(v, q.size(1))
-
-
-def _spec_of(mask: Optional[Tensor], q: Tensor, k: Tensor) -> MaskSpec:
-    """A MaskSpec for a plain causal call (None) of attend; dense masks have no position description."""
-    if mask is not None:
-        raise ValueError("attn_backend='flex' needs a MaskSpec (positions), not a dense mask tensor")
-    T, S = q.size(-2), k.size(-2)
-    return MaskSpec(torch.arange(S - T, S, device=q.device)[None], torch.arange(S, device=q.device)[None])
 
 
 def expand_kv(kv: Tensor, n_head: int) -> Tensor:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Optional, Union
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 
 from .config import Config
+from .loading import DTYPES, common_dtype, load_into, read_header, read_tensors
 from .model import GPT
 
 PathLike = Union[str, os.PathLike]
@@ -32,32 +32,31 @@ def save_checkpoint(model: GPT, path: PathLike) -> None:
 
 
 def read_config(path: PathLike) -> Config:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    _, meta = read_header(path)
     if "config" not in meta:
         raise ValueError(f"{path} has no gpt config in its metadata; was it written by save_checkpoint?")
     return Config.from_dict(json.loads(meta["config"]))
 
 
 def checkpoint_dtype(path: PathLike) -> torch.dtype:
-    """The dtype of the checkpoint's weights (read from the header, no tensor is loaded)."""
-    with safe_open(str(path), framework="pt") as f:
-        return _DTYPES[f.get_slice(next(iter(f.keys()))).get_dtype()]
-
-
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+    """The one dtype of the checkpoint's weights (read from the header, no tensor is loaded)."""
+    header, _ = read_header(path)
+    return common_dtype({name: DTYPES[info["dtype"]] for name, info in header.items()}, str(path))
 
 
 def load_checkpoint(path: PathLike, model: Optional[GPT] = None, device="cpu") -> GPT:
     """Load into ``model`` (its config must equal the file's; tensors take the model's dtype) or into a
-    new GPT built from the file in the file's dtype."""
+    new GPT built from the file in the file's dtype.
+
+    Refused with a ValueError naming the file (and tensor): a directory, text or pickle file, a truncated
+    file, a missing or unexpected tensor, a wrong shape, mixed dtypes, differing tied tensors.
+    Nothing is unpickled; tied weights stay one tensor.
+    """
     config = read_config(path)
+    dtype = checkpoint_dtype(path)
     if model is None:
-        model = GPT(config).to(checkpoint_dtype(path))
+        model = GPT(config).to(device=device, dtype=dtype)
     elif model.config.to_dict() != config.to_dict():
         diff = {k: (v, config.to_dict()[k]) for k, v in model.config.to_dict().items() if config.to_dict()[k] != v}
         raise ValueError(f"checkpoint config differs from the model's (model, file): {diff}")
-    missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
-    if missing or unexpected:
-        raise ValueError(f"checkpoint tensors do not match the model: missing {missing}, unexpected {unexpected}")
-    return model
+    return load_into(model, read_tensors(path, device), str(path))

@@ -38,6 +38,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from .config import Config
+from .loading import common_dtype, load_into, read_tensors
 from .model import GPT
 
 FAMILIES = ("gpt2", "gpt_neox", "llama")
@@ -440,8 +441,6 @@ def load_hf_checkpoint(directory: PathLike, dtype: Optional[torch.dtype] = None,
     """Our ``GPT`` from a local HF checkpoint directory: ``config.json`` plus ``model.safetensors`` (or a
     sharded ``model.safetensors.index.json``). Read from disk only (no hub, no pickle, no transformers
     needed). ``dtype`` defaults to the checkpoint's; ``overrides`` are Config fields."""
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.is_file():
@@ -457,23 +456,22 @@ def load_hf_checkpoint(directory: PathLike, dtype: Optional[torch.dtype] = None,
                          "(pickled .bin checkpoints are not read)")
     hf_sd: dict = {}
     for name in files:
-        hf_sd.update(load_file(str(directory / name), device=str(device)))
+        if not (directory / name).is_file():
+            raise ValueError(f"{directory / name} (listed in model.safetensors.index.json) does not exist")
+        hf_sd.update(read_tensors(directory / name, device))
     config = config_from_hf(hf_config, **overrides)
+    file_dtype = common_dtype({k: v.dtype for k, v in hf_sd.items()}, str(directory))
     sd = state_dict_from_hf(hf_sd, config, hf_config["model_type"])
-    file_dtype = next(iter(hf_sd.values())).dtype
-    return _build(config, sd, dtype or file_dtype, device).eval()
+    return _build(config, sd, dtype or file_dtype, device, str(directory)).eval()
 
 
-def _build(config: Config, sd: dict, dtype, device) -> GPT:
+def _build(config: Config, sd: dict, dtype, device, source: str = "converted weights") -> GPT:
     with torch.device("meta"):
         model = GPT(config)
     model = model.to_empty(device=device).to(dtype)
-    if config.tie_embeddings:
+    if config.tie_embeddings:  # to_empty gives every parameter its own storage: tie them again
         model.lm_head.weight = model.wte.weight
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"converted weights do not fit GPT: missing {missing}, unexpected {unexpected}")
-    return model
+    return load_into(model, sd, source)
 
 
 # ---------------------------------------------------------------------------------------------- float64

@@ -6,7 +6,7 @@ from torch import Tensor
 
 
 def rope_cache(positions: Tensor, n_elem: int, base: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """cos and sin of shape (T, n_elem // 2) for integer ``positions`` of shape (T,).
+    """cos and sin of shape (..., n_elem // 2) for integer ``positions`` of any shape (...), e.g. (T,) or (B, T).
 
     Computed in float64 for a float64 model and in float32 otherwise: the angles reach block_size
     radians, where bfloat16 would keep barely two significant digits.
@@ -14,7 +14,7 @@ def rope_cache(positions: Tensor, n_elem: int, base: float, dtype: torch.dtype) 
     work = torch.float64 if dtype == torch.float64 else torch.float32
     half = n_elem // 2
     inv_freq = base ** (-torch.arange(half, device=positions.device, dtype=work) * 2 / n_elem)  # (half,)
-    angles = torch.outer(positions.to(work), inv_freq)  # (T, half)
+    angles = positions.to(work)[..., None] * inv_freq  # (..., half)
     return angles.cos(), angles.sin()
 
 

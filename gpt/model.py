@@ -8,12 +8,18 @@ import torch
 from torch import Tensor, nn
 
 from .attention import CausalSelfAttention
+from . import masks
 from .config import Config
 from .embedding import rope_cache
 from .kv_cache import KVCache
 from .ring_cache import RingKVCache
+from .masks import Layout
 from .mlp import build_mlp
 from .norm import build_norm
+
+
+# token-id dtypes accepted (and widened to int64 exactly); bool, floats and unsigned > 8 bits are refused
+ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 class Block(nn.Module):
@@ -26,9 +32,9 @@ class Block(nn.Module):
         self.drop = nn.Dropout(config.resid_dropout)
         self.parallel_residual = config.parallel_residual
 
-    def forward(self, x: Tensor, rope=None, input_pos: Optional[Tensor] = None, end: Optional[int] = None) -> Tensor:
+    def forward(self, x: Tensor, rope=None, layout: Optional[Layout] = None) -> Tensor:
         x_normed = self.norm_1(x)
-        h = self.drop(self.attn(x_normed, rope, input_pos, end))
+        h = self.drop(self.attn(x_normed, rope, layout))
         if self.parallel_residual:  # GPT-NeoX / GPT-J: attention and MLP both read the block's input
             mlp_in = x_normed if self.norm_2 is None else self.norm_2(x)
             return x + h + self.drop(self.mlp(mlp_in))
@@ -72,8 +78,11 @@ class GPT(nn.Module):
                      device=None, dtype=None) -> None:
         """Allocate a fresh (zeroed) cache in every layer; ``forward(idx, input_pos)`` then uses it."""
         c = self.config
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         max_seq_length = c.block_size if max_seq_length is None else max_seq_length
-        if not 1 <= max_seq_length <= c.block_size:
+        if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) \
+                or not 1 <= max_seq_length <= c.block_size:
             raise ValueError(f"max_seq_length must be in [1, block_size={c.block_size}], got {max_seq_length}")
         ref = self.lm_head.weight
         for block in self.blocks:
@@ -95,40 +104,65 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, idx: Optional[Tensor] = None, input_pos: Union[Tensor, int, None] = None, *,
-                inputs_embeds: Optional[Tensor] = None) -> Tensor:
+                attention_mask: Optional[Tensor] = None, position_ids: Optional[Tensor] = None,
+                segment_ids: Optional[Tensor] = None, inputs_embeds: Optional[Tensor] = None) -> Tensor:
         """Logits (B, T, vocab_size) for token ids ``idx`` (B, T).
 
-        ``input_pos`` are the positions of the T tokens (an int start or a (T,) tensor); with a KV cache
+        ``input_pos`` are the cache slots of the T tokens (an int start or a (T,) tensor); with a KV cache
         allocated they are written to and read from it, without one they only place the tokens (RoPE /
         learned positions). ``inputs_embeds`` (B, T, n_embd) replaces the token-embedding lookup.
+
+        ``attention_mask`` (1 real token, 0 padding; left or right padding, any pad id) is (B, T), or with a
+        KV cache (B, input_pos + T) covering cached and current tokens; pass it on every cached call.
+        ``position_ids`` (B, T) are per-row positions, by default cumsum(attention_mask) - 1 (restarting
+        in every segment). ``segment_ids`` (B, T) pack sequences into a row: a token attends only to earlier
+        tokens of its own segment. Padding keys are never attended; a query that sees no key at all (padding
+        with no real token before it) has attention output 0 in every layer, so its logits are finite but
+        meaningless. Rules: gpt.masks.
         """
+        if (idx is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of idx (token ids) and inputs_embeds, got "
+                             + ("both" if idx is not None else "neither"))
         x = self.embed(idx) if inputs_embeds is None else self._check_embeds(inputs_embeds)
         B, T, _ = x.shape
-        pos, end = self._positions(T, input_pos, x.device)
+        slots, end = self._positions(T, input_pos, x.device)
+        cached = input_pos is not None and self.kv_cache_length is not None
+        self._check_flash(attention_mask, position_ids, segment_ids)
+        layout = masks.layout(B, T, slots, cached=cached, end=end, block_size=self.config.block_size,
+                              attention_mask=attention_mask, position_ids=position_ids, segment_ids=segment_ids,
+                              explicit_input_pos=input_pos is not None)
+        pos = layout.pos  # (B, T)
         if self.wpe is not None:
             x = x + self.wpe(pos)
         x = self.drop(x)
         rope = None
         if self.config.position_embedding == "rope":
             rope = rope_cache(pos, self.config.rope_n_elem, self.config.rope_base, x.dtype)
-        cache_pos = pos if input_pos is not None else None
+            rope = (rope[0].unsqueeze(1), rope[1].unsqueeze(1))  # (B, 1, T, half): one table per row, all heads
         for block in self.blocks:
-            x = block(x, rope, cache_pos, end)
+            x = block(x, rope, layout)
         logits = self.lm_head(self.norm_f(x))
         if self.config.final_logit_softcap is not None:  # Gemma 2: c * tanh(z / c), |logits| < c
             cap = self.config.final_logit_softcap
             logits = cap * torch.tanh(logits / cap)
         return logits[..., : self.config.vocab_size]  # padded columns are a speed detail, never output
 
+    def _check_flash(self, attention_mask, position_ids, segment_ids) -> None:
+        if self.config.attn_backend == "flash" and not (attention_mask is None and position_ids is None
+                                                        and segment_ids is None):
+            raise ValueError("attn_backend='flash' runs causal attention over unpadded rows only: "
+                             "attention_mask, position_ids and segment_ids need attn_backend='sdpa' or 'math'")
+
     def embed(self, idx: Tensor) -> Tensor:
         self._check_idx(idx)
-        return self.wte(idx)
+        return self.wte(idx.long())  # narrower integer ids widen exactly; nn.Embedding takes int32/int64 only
 
     def _check_idx(self, idx: Tensor) -> None:
         if not isinstance(idx, Tensor):
             raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
-        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-            raise TypeError(f"idx must hold integer token ids (torch.long), got dtype {idx.dtype}")
+        if idx.dtype not in ID_DTYPES:
+            raise TypeError(f"idx must hold integer token ids of dtype {', '.join(map(str, ID_DTYPES))}, "
+                            f"got dtype {idx.dtype}")
         if idx.dim() != 2:
             raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
         if idx.device != self.wte.weight.device:
@@ -165,44 +199,19 @@ class GPT(nn.Module):
         if lo < 0 or hi >= limit:
             what = "the KV cache length" if self.kv_cache_length else "block_size"
             raise ValueError(f"input_pos must be in [0, {what}={limit}), got positions in [{lo}, {hi}]")
+        cache = self.blocks[0].attn.kv_cache
+        if cache is not None:
+            cache.check_no_gap(input_pos, hi + 1)
         if self.config.attn_backend == "flash" and self.kv_cache_length and hi - lo + 1 != T:
             raise ValueError("attn_backend='flash' decodes contiguous chunks only (input_pos = start..start+T-1)")
         return input_pos, hi + 1
 
     # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: Optional[int] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Append ``max_new_tokens`` sampled tokens to ``idx`` (B, T), decoding through the KV cache.
+    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
+                 top_p: Optional[float] = None, generator: Optional[torch.Generator] = None,
+                 stop_tokens=(), attention_mask: Optional[Tensor] = None) -> Tensor:
+        """``gpt.generate.generate(self, ...)``: temperature 0 is greedy; see gpt.sampling for top_k/top_p."""
+        from .generate import generate
 
-        temperature 0 is greedy decoding; ``top_k`` keeps the k most likely tokens.
-        """
-        B, T = idx.shape
-        total = T + max_new_tokens
-        if total > self.config.block_size:
-            raise ValueError(f"prompt ({T}) + max_new_tokens ({max_new_tokens}) exceeds "
-                             f"block_size={self.config.block_size}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        self.set_kv_cache(B, total)
-        try:
-            logits = self(idx, input_pos=0)[:, -1]
-            out = [idx]
-            for t in range(T, total):
-                nxt = sample(logits, temperature, top_k, generator)  # (B, 1)
-                out.append(nxt)
-                if t + 1 < total:
-                    logits = self(nxt, input_pos=t)[:, -1]
-        finally:
-            self.clear_kv_cache()
-        return torch.cat(out, dim=1)
-
-
-def sample(logits: Tensor, temperature: float, top_k: Optional[int], generator=None) -> Tensor:
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+        return generate(self, idx, max_new_tokens, temperature, top_k, top_p, generator, stop_tokens,
+                        attention_mask=attention_mask)

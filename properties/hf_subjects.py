@@ -28,7 +28,12 @@ from properties.subject import Subject
 from strategies.space import ConfigSpace
 
 HF_CAPABILITIES = frozenset({"kv_cache", "positions", "inputs_embeds", "dropout", "param_count", "init_scale",
-                             "low_precision"})
+                             "low_precision", "attention_mask", "position_ids", "packing", "batched_generation"})
+# attention_mask / position_ids: every *ForCausalLM takes both; HF derives no positions from the mask in
+# forward (only generate does), so the adapter passes cumsum(mask) - 1 itself, as generate would.
+# packing: transformers 5 builds a block-diagonal mask from position_ids that restart (masking_utils.
+# find_packed_sequence_indices) when no attention_mask and no cache are given: the padding-free path.
+# batched_generation: HF's own generate with a left-padded batch and its attention mask.
 # not claimed: "save_load" (the checkpoint property needs a load that refuses a mismatched gpt Config by
 # field name, which from_pretrained does not do) and "input_validation" (HF raises IndexError or nothing
 # for out-of-range ids and over-long sequences, not errors naming the problem).
@@ -57,10 +62,37 @@ class HFSubject(Subject):
         return hf_float64(model) if self.exact_float64 else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ forward
-    def logits(self, model, idx: Tensor, input_pos: Optional[int] = None) -> Tensor:
-        kw = {} if input_pos is None else {"position_ids": _positions(input_pos, idx.size(1), idx.device)}
+    def logits(self, model, idx: Tensor, input_pos: Optional[int] = None, *, attention_mask=None,
+               position_ids=None) -> Tensor:
+        kw = {}
+        if input_pos is not None:
+            kw["position_ids"] = _positions(input_pos, idx.size(1), idx.device)
+        if attention_mask is not None:
+            kw["attention_mask"] = attention_mask
+            kw["position_ids"] = mask_positions(attention_mask)
+        if position_ids is not None:
+            kw["position_ids"] = position_ids
         with self._numerics(model):
             return model(input_ids=idx, use_cache=False, **kw).logits
+
+    def logits_packed(self, model, idx: Tensor, segment_ids: Tensor) -> Tensor:
+        starts = torch.ones_like(segment_ids, dtype=torch.bool)
+        starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+        index = torch.arange(idx.size(1), device=idx.device).expand_as(segment_ids)
+        first = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values  # (B, T) run start
+        with self._numerics(model):  # restarting position_ids without a mask: HF's padding-free packing
+            return model(input_ids=idx, position_ids=index - first, use_cache=False).logits
+
+    def generate_greedy(self, model, idx: Tensor, max_new_tokens: int, attention_mask=None) -> Tensor:
+        from transformers import GenerationConfig
+
+        # no eos: HF's configs carry default eos ids (Llama's is 2) that would end rows early
+        gen = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                               eos_token_id=None, pad_token_id=0, bos_token_id=None)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(idx)
+        with self._numerics(model):
+            return model.generate(input_ids=idx, attention_mask=attention_mask, generation_config=gen)
 
     def reset_cache(self, model, batch_size: int, max_seq_length: int) -> None:
         from transformers import DynamicCache
@@ -71,7 +103,7 @@ class HFSubject(Subject):
             cache = DynamicCache()
         model._subject_cache = (cache, batch_size, max_seq_length)
 
-    def decode(self, model, idx: Tensor, input_pos: int) -> Tensor:
+    def decode(self, model, idx: Tensor, input_pos: int, *, attention_mask=None) -> Tensor:
         state = getattr(model, "_subject_cache", None)
         if state is None:
             raise ValueError("decode needs reset_cache first")
@@ -82,9 +114,11 @@ class HFSubject(Subject):
         if idx.size(0) != batch_size or input_pos + T > max_seq_length:
             raise ValueError(f"chunk of shape {tuple(idx.shape)} at {input_pos} does not fit the cache "
                              f"({batch_size} x {max_seq_length})")
+        kw = {"position_ids": _positions(input_pos, T, idx.device)}
+        if attention_mask is not None:
+            kw = {"attention_mask": attention_mask, "position_ids": mask_positions(attention_mask)[:, -T:]}
         with self._numerics(model):
-            out = model(input_ids=idx, position_ids=_positions(input_pos, T, idx.device), use_cache=True,
-                        **{_cache_kwarg(model): cache})
+            out = model(input_ids=idx, use_cache=True, **{_cache_kwarg(model): cache}, **kw)
         return out.logits
 
     def embed(self, model, idx: Tensor) -> Tensor:
@@ -93,6 +127,11 @@ class HFSubject(Subject):
     def logits_from_embeds(self, model, embeds: Tensor) -> Tensor:
         with self._numerics(model):
             return model(inputs_embeds=embeds, use_cache=False).logits
+
+
+def mask_positions(attention_mask: Tensor) -> Tensor:
+    """cumsum(mask) - 1 per row, padding before the first real token at 0 (as HF's generate derives them)."""
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
 
 
 def _positions(start: int, T: int, device) -> Tensor:

@@ -33,6 +33,12 @@ CAPABILITIES = {
     "low_precision": "float16/bfloat16 weights and activations",
     "sliding_window": "Config.sliding_window W: query i attends keys i - W < j <= i (and, with kv_cache, decodes past W)",
     "softcap": "Config.final_logit_softcap c: logits are c * tanh(z / c) of the uncapped model's z",
+    "attention_mask": "padding masks: logits(..., attention_mask=) (B, T), 1 real / 0 padding, positions "
+                      "cumsum(mask) - 1 unless given; with kv_cache, decode(..., attention_mask=) (B, input_pos + t)",
+    "position_ids": "per-row positions: logits(..., position_ids=) (B, T)",
+    "packing": "packed sequences: logits_packed(model, idx, segment_ids), attention within a segment only, "
+               "positions restarting at 0 in each segment",
+    "batched_generation": "greedy generation of a left-padded batch: generate_greedy(model, idx, n, attention_mask=)",
 }
 
 
@@ -46,16 +52,40 @@ class Subject:
     def build(self, config: Config, seed: int, dtype: torch.dtype = torch.float64, device="cpu") -> nn.Module:
         raise NotImplementedError
 
-    def logits(self, model: nn.Module, idx: Tensor, input_pos: Optional[int] = None) -> Tensor:
-        """(B, T, vocab_size) logits; ``input_pos`` (capability "positions") is the first token's position."""
-        return model(idx) if input_pos is None else model(idx, input_pos=input_pos)
+    def logits(self, model: nn.Module, idx: Tensor, input_pos: Optional[int] = None, *,
+               attention_mask: Optional[Tensor] = None, position_ids: Optional[Tensor] = None) -> Tensor:
+        """(B, T, vocab_size) logits; ``input_pos`` (capability "positions") is the first token's position.
+
+        ``attention_mask`` (B, T) (capability "attention_mask"): 1 real token, 0 padding; without
+        ``position_ids`` (B, T) (capability "position_ids") a token's position is cumsum(mask) - 1.
+        The default passes them on to ``model`` by keyword.
+        """
+        kw = {k: v for k, v in (("input_pos", input_pos), ("attention_mask", attention_mask),
+                                ("position_ids", position_ids)) if v is not None}
+        return model(idx, **kw)
+
+    # capability "packing"
+    def logits_packed(self, model: nn.Module, idx: Tensor, segment_ids: Tensor) -> Tensor:
+        """Logits of rows holding several sequences back to back; ``segment_ids`` (B, T) are contiguous
+        runs, one per sequence: a token sees only earlier tokens of its own run, positions restart at 0."""
+        raise NotImplementedError
+
+    # capability "batched_generation"
+    def generate_greedy(self, model: nn.Module, idx: Tensor, max_new_tokens: int,
+                        attention_mask: Optional[Tensor] = None) -> Tensor:
+        """(B, T + max_new_tokens): greedy continuation of the left-padded prompts ``idx`` (B, T), exactly
+        max_new_tokens tokens per row (no stop tokens); ``attention_mask`` (B, T) marks the padding."""
+        raise NotImplementedError
 
     # capability "kv_cache"
     def reset_cache(self, model: nn.Module, batch_size: int, max_seq_length: int) -> None:
         raise NotImplementedError
 
-    def decode(self, model: nn.Module, idx: Tensor, input_pos: int) -> Tensor:
-        """Logits of the chunk ``idx`` (B, t) at positions input_pos.., reading and filling the cache."""
+    def decode(self, model: nn.Module, idx: Tensor, input_pos: int, *,
+               attention_mask: Optional[Tensor] = None) -> Tensor:
+        """Logits of the chunk ``idx`` (B, t) at cache slots input_pos.., reading and filling the cache;
+        ``attention_mask`` (B, input_pos + t) (capability "attention_mask") covers cached and current
+        tokens, and positions are then cumsum(mask) - 1."""
         raise NotImplementedError
 
     # capability "inputs_embeds"
@@ -113,8 +143,16 @@ class GPTSubject(Subject):
     def reset_cache(self, model, batch_size, max_seq_length):
         model.set_kv_cache(batch_size, max_seq_length)
 
-    def decode(self, model, idx, input_pos):
-        return model(idx, input_pos=input_pos)
+    def decode(self, model, idx, input_pos, *, attention_mask=None):
+        return model(idx, input_pos=input_pos, attention_mask=attention_mask)
+
+    def logits_packed(self, model, idx, segment_ids):
+        return model(idx, segment_ids=segment_ids)
+
+    def generate_greedy(self, model, idx, max_new_tokens, attention_mask=None):
+        from gpt.generate import generate
+
+        return generate(model, idx, max_new_tokens, temperature=0.0, attention_mask=attention_mask)
 
     def embed(self, model, idx):
         return model.embed(idx)

@@ -51,7 +51,7 @@ def test_attention_softcap_closed_form(data):
     v = torch.randn(B, nqg, S, hs, generator=g, dtype=torch.float64)
     kk, vv = k.repeat_interleave(nh // nqg, 1), v.repeat_interleave(nh // nqg, 1)
     scores = cap * torch.tanh(q @ kk.transpose(-1, -2) / math.sqrt(hs) / cap)  # (B, nh, T, S)
-    allowed = spec.dense()
+    allowed = spec.dense()[:, None]  # (1, 1, T, S)
     expected = torch.softmax(scores.masked_fill(~allowed, -math.inf), -1) @ vv
     with torch.no_grad():
         for backend in BACKENDS:
@@ -76,7 +76,7 @@ def test_sinks_closed_form(data):
     q = torch.zeros(B, nh, T, hs, dtype=torch.float64)
     k = torch.randn(B, nqg, S, hs, generator=g, dtype=torch.float64)
     v = torch.ones(B, nqg, S, hs, dtype=torch.float64)
-    n = spec.dense()[0, 0].sum(-1).to(torch.float64)  # (T,) visible keys per query
+    n = spec.dense()[0].sum(-1).to(torch.float64)  # (T,) visible keys per query
     expected = (n[None, :] / (n[None, :] + sinks.exp()[:, None]))[None, :, :, None].expand(B, nh, T, hs)
     with torch.no_grad():
         for backend in BACKENDS:
