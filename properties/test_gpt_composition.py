@@ -81,8 +81,9 @@ def reference_attention(attn, config, x, rope, layer=0):
     if rope is not None:
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     causal = torch.ones(T, T, dtype=torch.bool).tril()
-    if config.window(layer) is not None:  # keys i - W < j <= i
-        causal = causal & ~torch.ones(T, T, dtype=torch.bool).tril(-config.window(layer))
+    sliding = config.layer_types is None or config.layer_types[layer] == "sliding_attention"
+    if config.sliding_window is not None and sliding:  # keys i - W < j <= i
+        causal = causal & ~torch.ones(T, T, dtype=torch.bool).tril(-config.sliding_window)
     heads = []
     for h in range(nh):
         group = h // (nh // g)
