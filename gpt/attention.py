@@ -33,6 +33,11 @@ class CausalSelfAttention(nn.Module):
         # GPT-OSS: one learned logit per query head, an extra term e^s in the softmax denominator
         self.sinks = nn.Parameter(torch.zeros(config.n_head)) if config.attention_sinks else None
         self.kv_cache: Optional[Union[KVCache, RingKVCache]] = None
+        if config.attn_backend == "flash" and torch.cuda.is_available():
+            try:  # import now, eagerly: an import traced by torch.compile breaks the graph
+                flash_attn_func()
+            except ImportError:
+                pass  # the forward raises the error with the install hint
 
     def forward(self, x: Tensor, rope: Optional[tuple[Tensor, Tensor]] = None,
                 layout: Optional[Layout] = None) -> Tensor:
@@ -153,28 +158,36 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: fl
     kw = dict(softmax_scale=scale, causal=True)
     if softcap is not None:
         kw["softcap"] = float(softcap)  # FA2 and FA4 both take softcap (0.0 = off)
-    if has_dropout:  # FA2: window_size=(-1, -1) is global; no sinks
-        if sinks is not None:
-            raise ValueError("FlashAttention-2 has no attention sinks: use attn_backend='flex' (or FA4)")
+    if sinks is not None:  # FA2 has none; FA4's learnable_sink is not wired through our custom op's backward
+        raise ValueError("attn_backend='flash' does not support attention sinks: use attn_backend='flex' or 'math'")
+    if has_dropout:  # FA2: window_size=(-1, -1) is global
         if window is not None:
             kw["window_size"] = (window - 1, 0)
         out = fn(*args, dropout_p=dropout_p, **kw)
     elif dropout_p > 0:
         raise ValueError("FlashAttention-4 has no attention dropout: set attn_dropout=0 or use another backend")
-    else:  # FA4 (flash_attn.cute): window_size=(None, None) is global; learnable_sink (nh,) is GPT-OSS's sink
-        if window is not None:
-            kw["window_size"] = (window - 1, 0)
-        if sinks is not None:
-            kw["learnable_sink"] = sinks.to(torch.bfloat16)  # most FA4 releases assert bfloat16
-        out = fn(*args, **kw)
+    else:  # FA4 through the custom op (gpt/flash_op.py): window (W - 1, 0), softcap 0.0 = off
+        from .flash_op import fa4_attention  # a custom op: torch.compile traces it without a graph break
+
+        out = fa4_attention(*args, scale, causal=True, softcap=float(softcap or 0.0),
+                            window=(-1, -1) if window is None else (window - 1, 0))
     if isinstance(out, tuple):  # FA4 may return (out, lse)
         out = out[0]
     return out.transpose(1, 2)
 
 
-@functools.cache
+_flash: Optional[tuple] = None  # a module global, not functools.cache: Dynamo reads it without a graph break
+
+
 def flash_attn_func():
     """(function, supports dropout): FA2's flash_attn_func, else FA4's flash_attn.cute one."""
+    global _flash
+    if _flash is None:
+        _flash = _import_flash()
+    return _flash
+
+
+def _import_flash():
     try:
         from flash_attn import flash_attn_func as fa2
         return fa2, True

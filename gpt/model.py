@@ -105,12 +105,14 @@ class GPT(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, idx: Optional[Tensor] = None, input_pos: Union[Tensor, int, None] = None, *,
                 attention_mask: Optional[Tensor] = None, position_ids: Optional[Tensor] = None,
-                segment_ids: Optional[Tensor] = None, inputs_embeds: Optional[Tensor] = None) -> Tensor:
+                segment_ids: Optional[Tensor] = None, inputs_embeds: Optional[Tensor] = None,
+                return_hidden: bool = False) -> Tensor:
         """Logits (B, T, vocab_size) for token ids ``idx`` (B, T).
 
         ``input_pos`` are the cache slots of the T tokens (an int start or a (T,) tensor); with a KV cache
         allocated they are written to and read from it, without one they only place the tokens (RoPE /
         learned positions). ``inputs_embeds`` (B, T, n_embd) replaces the token-embedding lookup.
+        ``return_hidden`` returns the final-norm output (B, T, n_embd) instead of the logits.
 
         ``attention_mask`` (1 real token, 0 padding; left or right padding, any pad id) is (B, T), or with a
         KV cache (B, input_pos + T) covering cached and current tokens; pass it on every cached call.
@@ -141,7 +143,13 @@ class GPT(nn.Module):
             rope = (rope[0].unsqueeze(1), rope[1].unsqueeze(1))  # (B, 1, T, half): one table per row, all heads
         for block in self.blocks:
             x = block(x, rope, layout)
-        logits = self.lm_head(self.norm_f(x))
+        h = self.norm_f(x)  # (B, T, n_embd)
+        if return_hidden:  # for a fused head + loss (gpt.fused_loss) that never materialises the logits
+            if self.config.final_logit_softcap is not None:
+                raise ValueError("return_hidden skips the head, so a fused head + loss would miss "
+                                 "final_logit_softcap; compute the loss from the logits for this config")
+            return h
+        logits = self.lm_head(h)
         if self.config.final_logit_softcap is not None:  # Gemma 2: c * tanh(z / c), |logits| < c
             cap = self.config.final_logit_softcap
             logits = cap * torch.tanh(logits / cap)

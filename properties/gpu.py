@@ -49,7 +49,7 @@ def run_kernel(kernel: str, q, k, v, window=None, softcap=None, sinks=None):
             # head dimension ...") and our guard against FA4's wrong gradients; anything else is a failure
             msg = str(e)
             if "not supported" in msg or "only supports" in msg or "fa4_backward_is_trusted" in msg \
-                    or "has no attention sinks" in msg:
+                    or "does not support attention sinks" in msg:
                 raise NotApplicable(msg) from e
             raise
     backend = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,

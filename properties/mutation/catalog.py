@@ -414,11 +414,10 @@ MUTANTS: list[Mutant] = [
     _m("final_softcap_on_hidden_state", "softcap",
        "final soft-cap applied to the normed hidden state before the head instead of to the logits",
        "model.py",
-       "        logits = self.lm_head(self.norm_f(x))\n"
+       "        logits = self.lm_head(h)\n"
        "        if self.config.final_logit_softcap is not None:  # Gemma 2: c * tanh(z / c), |logits| < c\n"
        "            cap = self.config.final_logit_softcap\n"
        "            logits = cap * torch.tanh(logits / cap)",
-       "        h = self.norm_f(x)\n"
        "        if self.config.final_logit_softcap is not None:\n"
        "            cap = self.config.final_logit_softcap\n"
        "            h = cap * torch.tanh(h / cap)\n"
