@@ -76,7 +76,7 @@ class RingKVCache(nn.Module):
         kvalid = torch.cat([self.valid[:, order], valid], dim=1)
         n = min(T, self.size)  # only the last W keys of a long chunk can be needed later
         cells = input_pos[-n:] % self.size
-        self._check_eviction(cells, kpos, kvalid)
+        self._check_eviction(cells, live, kpos, kvalid)
         self.k.index_copy_(2, cells, k[:, :, -n:].to(self.k.dtype))
         self.v.index_copy_(2, cells, v[:, :, -n:].to(self.v.dtype))
         self.pos.index_copy_(1, cells, pos[:, -n:])
@@ -84,10 +84,10 @@ class RingKVCache(nn.Module):
         self.slot.index_copy_(0, cells, input_pos[-n:])
         return keys, values, kpos, kvalid
 
-    def _check_eviction(self, cells: Tensor, kpos: Tensor, kvalid: Tensor) -> None:
+    def _check_eviction(self, cells: Tensor, live: Tensor, kpos: Tensor, kvalid: Tensor) -> None:
         """Refuse to overwrite a real key that the row's next token (position newest + 1) still sees: with
         padding between real tokens a row's window spans more than W slots, which a ring of W cannot hold."""
-        old_valid = self.valid[:, cells] & (self.slot[cells] >= 0)  # (B, n)
+        old_valid = self.valid[:, cells] & live[cells]  # (B, n): real keys of earlier slots, not rewound ones
         if not bool(old_valid.any()):
             return
         newest = torch.where(kvalid, kpos, torch.full_like(kpos, -1)).amax(dim=1, keepdim=True)  # (B, 1)

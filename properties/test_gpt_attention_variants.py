@@ -5,7 +5,8 @@
   log p_max - log p_min <= 2c over the visible keys whatever the scale of q and k;
 - sinks: with q = 0 (every score 0) and v = 1, head h's output at a query with n visible keys is
   n / (n + e^{s_h}) (GPT-OSS: e^{s_h} joins the denominator, carries no value), per head, for every backend;
-- a sliding-window layer's KV cache holds min(W, max_seq_length) slots (a ring), a global layer's the full length.
+- a sliding-window layer's KV cache holds min(W, max_seq_length) slots (a ring), a global layer's the full length;
+  it re-decodes its last slot exactly and refuses (ValueError) what it no longer holds or cannot hold.
 Tolerance: float64 summation order, n u (1 + max|ref|) with n the longest reduction (S keys, hs features).
 """
 import math
@@ -99,3 +100,30 @@ def test_windowed_cache_is_bounded_by_the_window(data):
         expected = min(window, M) if kind == "sliding_attention" else M
         assert block.attn.kv_cache.k.size(2) == expected, f"{kind} layer caches {block.attn.kv_cache.k.size(2)} slots"
     assert model.kv_cache_length == M
+
+
+def test_windowed_cache_rewinds_one_slot_and_refuses_what_it_no_longer_holds():
+    """A ring of W slots re-decodes the last slot exactly (it still holds the W - 1 before it); rewinding further,
+    skipping slots, or padding inside a row (a window wider than W slots) raise a ValueError, never a wrong answer."""
+    torch.manual_seed(0)
+    config = Config(vocab_size=16, block_size=12, n_layer=2, n_head=2, n_embd=8, sliding_window=3)
+    model = GPT(config).double().eval()
+    idx = torch.randint(0, 16, (2, 10))
+    with torch.no_grad():
+        full = model(idx)
+        model.set_kv_cache(2, 10)
+        model(idx[:, :8], input_pos=0)
+        again = model(idx[:, 7:8], input_pos=7)  # rewind one slot
+        assert (again - full[:, 7:8]).abs().max().item() < 1e-12, "re-decoding the last slot differs"
+        with pytest.raises(ValueError, match="sliding-window KV cache"):
+            model(idx[:, 5:6], input_pos=5)  # needs slots 3..4, overwritten by 6..7
+        model.set_kv_cache(2, 10)
+        model(idx[:, :4], input_pos=0)
+        with pytest.raises(ValueError, match="consecutive"):
+            model(idx[:, :2], input_pos=torch.tensor([1, 3]))
+        model.set_kv_cache(2, 10)
+        mask = torch.ones(2, 10, dtype=torch.long)
+        mask[1, 2:6] = 0  # row 1: padding inside the row, so its window spans more than W slots
+        with pytest.raises(ValueError, match="padding between its real tokens"):
+            for t in range(10):
+                model(idx[:, t : t + 1], input_pos=t, attention_mask=mask[:, : t + 1])
