@@ -75,9 +75,15 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ KV cache
     def set_kv_cache(self, batch_size: int, max_seq_length: Optional[int] = None,
-                     device=None, dtype=None) -> None:
-        """Allocate a fresh (zeroed) cache in every layer; ``forward(idx, input_pos)`` then uses it."""
+                     device=None, dtype=None, rollback: int = 0) -> None:
+        """Allocate a fresh (zeroed) cache in every layer; ``forward(idx, input_pos)`` then uses it.
+
+        ``rollback``: how many slots a caller may rewind (speculative decoding re-decodes after rejected
+        drafts); sliding-window layers then keep W + rollback slots instead of W.
+        """
         c = self.config
+        if isinstance(rollback, bool) or not isinstance(rollback, int) or rollback < 0:
+            raise ValueError(f"rollback must be an int >= 0, got {rollback!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         max_seq_length = c.block_size if max_seq_length is None else max_seq_length
@@ -91,7 +97,7 @@ class GPT(nn.Module):
                 block.attn.kv_cache = KVCache(batch_size, c.n_query_groups, max_seq_length, c.head_size, **kw)
             else:  # a sliding-window layer keeps only its last W keys
                 block.attn.kv_cache = RingKVCache(batch_size, c.n_query_groups, block.attn.window, max_seq_length,
-                                                  c.head_size, **kw)
+                                                  c.head_size, rollback=rollback, **kw)
 
     def clear_kv_cache(self) -> None:
         for block in self.blocks:

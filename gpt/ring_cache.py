@@ -23,9 +23,9 @@ class RingKVCache(nn.Module):
     number of slots it decodes (the length of the sequence), not its size."""
 
     def __init__(self, batch_size: int, n_query_groups: int, window: int, max_seq_length: int, head_size: int,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, rollback: int = 0) -> None:
         super().__init__()
-        size = min(window, max_seq_length)
+        size = min(window + rollback, max_seq_length)  # rollback: slots a caller may rewind and re-decode
         shape = (batch_size, n_query_groups, size, head_size)
         self.window, self._max_seq_length = window, max_seq_length
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
@@ -74,7 +74,7 @@ class RingKVCache(nn.Module):
         values = torch.cat([self.v[:, :, order], v.to(self.v.dtype)], dim=2)
         kpos = torch.cat([self.pos[:, order], pos], dim=1)  # (B, S)
         kvalid = torch.cat([self.valid[:, order], valid], dim=1)
-        n = min(T, self.size)  # only the last W keys of a long chunk can be needed later
+        n = min(T, self.size)  # only the last `size` keys of a long chunk can be needed later
         cells = input_pos[-n:] % self.size
         self._check_eviction(cells, live, kpos, kvalid)
         self.k.index_copy_(2, cells, k[:, :, -n:].to(self.k.dtype))

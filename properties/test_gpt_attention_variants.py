@@ -127,3 +127,22 @@ def test_windowed_cache_rewinds_one_slot_and_refuses_what_it_no_longer_holds():
         with pytest.raises(ValueError, match="padding between its real tokens"):
             for t in range(10):
                 model(idx[:, t : t + 1], input_pos=t, attention_mask=mask[:, : t + 1])
+
+
+def test_speculative_decoding_rewinds_windowed_caches():
+    """speculative(target, draft, x, n, k, T=0) == greedy decoding of the target by full forwards when both
+    models slide windows: set_kv_cache(rollback=k) keeps W + k slots, enough for every rejected draft."""
+    from gpt.speculative import speculative
+
+    torch.manual_seed(0)
+    config = Config(vocab_size=16, block_size=20, n_layer=2, n_head=2, n_embd=8, sliding_window=2)
+    target, draft = GPT(config).double().eval(), GPT(config.replace(sliding_window=1, n_layer=1)).double().eval()
+    idx = torch.randint(0, 16, (2, 4))
+    with torch.no_grad():
+        for p in target.parameters():
+            p.mul_(5)  # far from uniform: the random draft is mostly rejected, so the caches rewind
+        out = speculative(target, draft, idx, 12, k=4, temperature=0.0)
+        x = idx
+        for _ in range(12):
+            x = torch.cat([x, target(x)[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(out, x), "speculative decoding with windowed models differs from greedy target decoding"
