@@ -104,7 +104,8 @@ def test_attention_module_matches_definition(subject, data):
     with q, k, v split from qkv(x) in that order, for every backend on the same weights.
 
     Half the draws are grouped-query configs with 1 < n_query_groups < n_head, the only ones in which the
-    map from query heads to kv groups is observable (uniform draws reach them about one time in ten)."""
+    map from query heads to kv groups is observable (uniform draws reach them about one time in ten); half
+    (where the subject draws layer patterns) slide a window W <= 3 on a drawn per-layer pattern."""
     gpt_only(subject)
     size = data.draw(st.sampled_from(["tiny", "small"]), label="size")
     grouped = {}
@@ -112,7 +113,13 @@ def test_attention_module_matches_definition(subject, data):
         n_head = data.draw(st.sampled_from([4, 6] if size == "small" else [4]), label="n_head")
         groups = [g for g in range(2, n_head) if n_head % g == 0]
         grouped = dict(n_head=n_head, n_query_groups=data.draw(st.sampled_from(groups), label="n_query_groups"))
-    config, model, make, x, pos, rope = _case(data, subject, size=size, **grouped)
+    windowed = {}
+    if subject.space.layer_types and data.draw(st.booleans(), label="windowed"):  # half the draws: W < T likely
+        n_layer = data.draw(st.integers(1, 2), label="n_layer")
+        kinds = st.sampled_from(("full_attention", "sliding_attention"))
+        windowed = dict(n_layer=n_layer, sliding_window=data.draw(st.integers(1, 3), label="sliding_window"),
+                        layer_types=data.draw(st.tuples(*[kinds] * n_layer), label="layer_types"))
+    config, model, make, x, pos, rope = _case(data, subject, size=size, **grouped, **windowed)
     layer = data.draw(st.integers(0, config.n_layer - 1), label="layer")
     with torch.no_grad():
         expected = reference_attention(model.blocks[layer].attn, config, x, rope, layer)
