@@ -7,8 +7,9 @@ out * Z / (Z + e^s) = out * sigmoid(lse - s), computed from the log-sum-exp flex
 allowed key has lse = -inf and output 0, as the math path gives with a sink).
 
 What runs where in torch 2.13: on CPU flex_attention runs forward only (it refuses tensors that require
-grad), eagerly in float64/float32 and compiled in float32/bfloat16/float16 only; on CUDA it is compiled
-(we call the torch.compile'd function, or flex_attention itself when the caller is already compiling).
+grad), eagerly in float64/float32 and compiled in float32/bfloat16/float16 only and without the log-sum-exp,
+so compiled CPU flex cannot take sinks; on CUDA it is compiled (we call the torch.compile'd function, or
+flex_attention itself when the caller is already compiling).
 """
 from __future__ import annotations
 
@@ -41,13 +42,14 @@ def flex_attend(q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec, scale: float, d
 
         def score_mod(score, b, h, q_idx, kv_idx):  # flex passes the already scaled score
             return cap * torch.tanh(score / cap)
+    aux = dict(return_aux=AuxRequest(lse=True)) if sinks is not None else {}  # compiled CPU flex has no lse
     with warnings.catch_warnings():  # eager CPU use is deliberate (float64 reference runs): no "use compile"
         warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
-        out, aux = _flex_function(q.device.type)(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale,
-                                                 enable_gqa=k.size(1) != nh, return_aux=AuxRequest(lse=True))
+        out = _flex_function(q.device.type)(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale,
+                                            enable_gqa=k.size(1) != nh, **aux)
     if sinks is None:
         return out
-    lse = aux.lse.to(out.dtype)  # (B, nh, T)
+    out, lse = out[0], out[1].lse.to(out[0].dtype)  # (B, nh, T, hs), (B, nh, T)
     return out * torch.sigmoid(lse - sinks.to(out.dtype)[None, :, None])[..., None]
 
 
