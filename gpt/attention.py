@@ -1,30 +1,38 @@
-"""Causal self-attention with grouped kv heads and three interchangeable kernels.
+"""Causal self-attention with grouped kv heads and four interchangeable kernels.
 
 ``math`` is the reference, softmax(Q K^T / sqrt(hs) + mask) V written out; ``sdpa`` is
-torch.nn.functional.scaled_dot_product_attention; ``flash`` is the flash-attn package (FA2 or FA4).
+torch.nn.functional.scaled_dot_product_attention; ``flash`` is the flash-attn package (FA2 or FA4); ``flex``
+is torch.nn.attention.flex_attention (gpt/flex.py). Masks are described by positions (gpt/masks.py,
+gpt/mask_spec.py); sliding windows, soft-capping and sinks are per-layer options of the config.
 """
 from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .embedding import apply_rope
+from .flex import flex_attend
 from .kv_cache import KVCache
-from .masks import Layout, guard_empty_rows, visible
+from .mask_spec import MaskSpec
+from .masks import Layout, guard_empty_rows
+from .ring_cache import RingKVCache
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config) -> None:
+    def __init__(self, config, layer: int = 0) -> None:
         super().__init__()
         self.config = config
+        self.window = config.window(layer)  # sliding window W of this layer, None for global attention
         self.qkv = nn.Linear(config.n_embd, config.qkv_size, bias=config.qkv_bias)
         self.proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=config.bias)
-        self.kv_cache: Optional[KVCache] = None
+        # GPT-OSS: one learned logit per query head, an extra term e^s in the softmax denominator
+        self.sinks = nn.Parameter(torch.zeros(config.n_head)) if config.attention_sinks else None
+        self.kv_cache: Optional[Union[KVCache, RingKVCache]] = None
         if config.attn_backend == "flash" and torch.cuda.is_available():
             try:  # import now, eagerly: an import traced by torch.compile breaks the graph
                 flash_attn_func()
@@ -43,39 +51,56 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 
-        mask = None  # None means plain causal over this chunk
+        mask = MaskSpec.causal(T, x.device, self.window)  # plain causal (windowed) over this chunk
         if layout is not None and layout.slots is not None and self.kv_cache is not None:
-            # the cache hands back its keys with their stored positions and validity (B, end)
+            # the cache hands back its keys with their stored positions and validity (B, S)
             k, v, kpos, kvalid = self.kv_cache(layout.slots, k, v, layout.end, layout.pos, layout.valid)
-            mask = visible(layout.pos, kpos, kvalid)  # (B, T, end)
+            mask = MaskSpec(layout.pos, kpos, self.window, kvalid)  # (B, T) queries, (B, S) keys
         elif layout is not None and not layout.plain_causal:
-            mask = visible(layout.pos, layout.pos, layout.valid, layout.segment, layout.segment)  # (B, T, T)
+            mask = MaskSpec(layout.pos, layout.pos, self.window, layout.valid, layout.segment, layout.segment)
 
         dropout_p = c.attn_dropout if self.training else 0.0
-        y = attend(q, k, v, mask, dropout_p, c.attn_backend)  # (B, nh, T, hs)
+        y = attend(q, k, v, mask, dropout_p, c.attn_backend, softcap=c.attn_logit_softcap,
+                   sinks=self.sinks)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, c.n_head * c.head_size)
         return self.proj(y)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float, backend: str) -> Tensor:
-    """q (B, nh, T, hs), k and v (B, nqg, S, hs); mask (B, T, S) or (T, S) of allowed pairs, or None for
-    causal. A query with no allowed key gets output 0 (see gpt.masks)."""
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Union[MaskSpec, Tensor, None], dropout_p: float, backend: str,
+           softcap: Optional[float] = None, sinks: Optional[Tensor] = None) -> Tensor:
+    """q (B, nh, T, hs), k and v (B, nqg, S, hs) -> (B, nh, T, hs).
+
+    ``mask``: a MaskSpec (positions), a bool tensor (B, T, S) or (T, S) of allowed pairs, or None for causal.
+    A query with no allowed key gets output 0 (see gpt.masks). ``softcap`` c: the scores s = q k^T / sqrt(hs)
+    become c * tanh(s / c) before the mask (Gemma 2). ``sinks`` (nh,): head h's softmax denominator gains
+    e^{sinks[h]} (GPT-OSS). scaled_dot_product_attention can express neither, so with either of them the
+    sdpa backend computes through the math path (same result, math's memory).
+    """
     scale = 1.0 / math.sqrt(q.size(-1))
+    spec = mask if isinstance(mask, MaskSpec) else None
     if backend == "flash":  # the model refuses masks flash cannot express (gpt.model._check_flash)
-        return flash_attention(q, k, v, dropout_p, scale)
+        if mask is not None and (spec is None or not spec.is_bottom_right_causal()):
+            raise ValueError("attn_backend='flash' handles causal (optionally windowed) attention over a "
+                             "contiguous chunk without padding only; use 'flex', 'sdpa' or 'math'")
+        return flash_attention(q, k, v, dropout_p, scale, window=spec.window if spec else None,
+                               softcap=softcap, sinks=sinks)
+    if backend == "flex":  # rows with no allowed key: flex gives 0 (and lse = -inf, so the sink factor 0)
+        return flex_attend(q, k, v, spec or MaskSpec.of_tensor_call(mask, q, k), scale, dropout_p, softcap, sinks)
+    if spec is not None:
+        mask = None if spec.is_plain_causal() else spec.dense()  # (B, T, S)
     if mask is None:
-        return attend_masked(q, k, v, None, dropout_p, backend, scale)
+        return attend_masked(q, k, v, None, dropout_p, backend, scale, softcap, sinks)
     mask, seen = guard_empty_rows(mask if mask.dim() == 2 else mask[:, None])  # (B, 1, T, S): all heads
-    return attend_masked(q, k, v, mask, dropout_p, backend, scale).masked_fill(~seen, 0.0)
+    return attend_masked(q, k, v, mask, dropout_p, backend, scale, softcap, sinks).masked_fill(~seen, 0.0)
 
 
 def attend_masked(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float, backend: str,
-                  scale: float) -> Tensor:
+                  scale: float, softcap: Optional[float] = None, sinks: Optional[Tensor] = None) -> Tensor:
     """math or sdpa attention; ``mask`` must leave every query at least one key (or be None: causal)."""
-    if backend == "sdpa":
+    if backend == "sdpa" and softcap is None and sinks is None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None,
                                               scale=scale, enable_gqa=k.size(1) != q.size(1))
-    att = attention_probs(q, k, mask, scale)
+    att = attention_probs(q, k, mask, scale, softcap, sinks)
     return F.dropout(att, dropout_p, training=dropout_p > 0) @ expand_kv(v, q.size(1))
 
 
@@ -89,13 +114,20 @@ def causal_mask(T: int, S: int, device=None) -> Tensor:
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
 
 
-def attention_probs(q: Tensor, k: Tensor, mask: Optional[Tensor], scale: float) -> Tensor:
-    """softmax(Q K^T * scale + mask) over the keys: (B, nh, T, S)."""
+def attention_probs(q: Tensor, k: Tensor, mask: Optional[Tensor], scale: float,
+                    softcap: Optional[float] = None, sinks: Optional[Tensor] = None) -> Tensor:
+    """softmax(cap(Q K^T * scale) + mask) over the keys (and the sinks): (B, nh, T, S)."""
     att = (q @ expand_kv(k, q.size(1)).transpose(-2, -1)) * scale  # (B, nh, T, S)
+    if softcap is not None:  # before the mask: tanh(-inf) would turn masked scores into -c
+        att = softcap * torch.tanh(att / softcap)
     if mask is None:
         mask = causal_mask(q.size(-2), k.size(-2), q.device)
     att = att.masked_fill(~mask, float("-inf"))
-    return F.softmax(att, dim=-1)
+    if sinks is None:
+        return F.softmax(att, dim=-1)
+    B, nh, T, _ = att.shape
+    sink = sinks.to(att.dtype).view(1, nh, 1, 1).expand(B, nh, T, 1)  # (B, nh, T, 1) one logit per head
+    return F.softmax(torch.cat([att, sink], dim=-1), dim=-1)[..., :-1]  # the sink's share carries no value
 
 
 # FlashAttention-4 4.0.0b36 on SM90 (H100) returns wrong gradients once T > 64 (dq up to 180x the bf16
@@ -107,8 +139,10 @@ def fa4_backward_is_trusted(head_size: int) -> bool:
 
 
 def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: float,
-                    check_head_size: bool = True) -> Tensor:
-    # causal=True aligns the mask bottom-right, which is exactly a contiguous chunk after the cache
+                    check_head_size: bool = True, window: Optional[int] = None, softcap: Optional[float] = None,
+                    sinks: Optional[Tensor] = None) -> Tensor:
+    # causal=True aligns the mask bottom-right, which is exactly a contiguous chunk after the cache; a window
+    # of W keys is window_size=(W - 1, 0): W - 1 keys to the left of the diagonal, none to the right
     if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(
             f"attn_backend='flash' needs CUDA float16/bfloat16 tensors, got {q.dtype} on {q.device.type}; "
@@ -121,14 +155,22 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: fl
                          "head_size % 32 in {8, 16} (see gpt.attention.fa4_backward_is_trusted); "
                          "use attn_backend='sdpa' to train this model")
     args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, T, H, hs)
-    if has_dropout:
-        out = fn(*args, dropout_p=dropout_p, softmax_scale=scale, causal=True)
+    kw = dict(softmax_scale=scale, causal=True)
+    if softcap is not None:
+        kw["softcap"] = float(softcap)  # FA2 and FA4 both take softcap (0.0 = off)
+    if sinks is not None:  # FA2 has none; FA4's learnable_sink is not wired through our custom op's backward
+        raise ValueError("attn_backend='flash' does not support attention sinks: use attn_backend='flex' or 'math'")
+    if has_dropout:  # FA2: window_size=(-1, -1) is global
+        if window is not None:
+            kw["window_size"] = (window - 1, 0)
+        out = fn(*args, dropout_p=dropout_p, **kw)
     elif dropout_p > 0:
         raise ValueError("FlashAttention-4 has no attention dropout: set attn_dropout=0 or use another backend")
-    else:
+    else:  # FA4 through the custom op (gpt/flash_op.py): window (W - 1, 0), softcap 0.0 = off
         from .flash_op import fa4_attention  # a custom op: torch.compile traces it without a graph break
 
-        out = fa4_attention(*args, scale, causal=True)
+        out = fa4_attention(*args, scale, causal=True, softcap=float(softcap or 0.0),
+                            window=(-1, -1) if window is None else (window - 1, 0))
     if isinstance(out, tuple):  # FA4 may return (out, lse)
         out = out[0]
     return out.transpose(1, 2)

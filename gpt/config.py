@@ -13,7 +13,8 @@ from typing import Any, Literal, Optional
 NORMS = ("LayerNorm", "RMSNorm")
 MLPS = ("GptNeoxMLP", "LLaMAMLP", "GemmaMLP")
 POSITIONS = ("learned", "rope")
-BACKENDS = ("math", "sdpa", "flash")
+BACKENDS = ("math", "sdpa", "flash", "flex")
+LAYER_TYPES = ("full_attention", "sliding_attention")  # transformers' names for Config.layer_types
 GELU_APPROXIMATIONS = ("none", "tanh")
 
 
@@ -48,12 +49,19 @@ class Config:
     parallel_residual: bool = False
     shared_attention_norm: bool = False
     tie_embeddings: bool = True
+    # attention variants (Mistral / Gemma 2 / GPT-OSS)
+    # query at position i sees keys at positions i - W < j <= i: W keys including itself (transformers' Mistral)
+    sliding_window: Optional[int] = None
+    layer_types: Optional[tuple] = None  # per layer "full_attention" / "sliding_attention"; None: all sliding if W
+    attn_logit_softcap: Optional[float] = None  # c * tanh(s / c) on the scaled scores, before the mask (Gemma 2)
+    final_logit_softcap: Optional[float] = None  # c * tanh(z / c) on the output logits (Gemma 2)
+    attention_sinks: bool = False  # one learned logit per head in the softmax denominator (GPT-OSS)
     # regularisation
     embd_dropout: float = 0.0
     attn_dropout: float = 0.0
     resid_dropout: float = 0.0
     # kernels
-    attn_backend: Literal["math", "sdpa", "flash"] = "sdpa"
+    attn_backend: Literal["math", "sdpa", "flash", "flex"] = "sdpa"
     # derived only
     rope_n_elem: int = field(init=False, default=0)
 
@@ -63,7 +71,8 @@ class Config:
         for name in ("padded_vocab_size", "head_size", "n_query_groups", "intermediate_size"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), low=1)
-        for name in ("bias", "attn_bias", "parallel_residual", "shared_attention_norm", "tie_embeddings"):
+        for name in ("bias", "attn_bias", "parallel_residual", "shared_attention_norm", "tie_embeddings",
+                     "attention_sinks"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Config.{name} must be a bool, got {getattr(self, name)!r}")
         _check_choice("position_embedding", self.position_embedding, POSITIONS)
@@ -105,6 +114,7 @@ class Config:
             )
         if self.intermediate_size is None:
             self._derive('intermediate_size', 4 * self.n_embd)
+        self._check_attention_variants()
         if self.shared_attention_norm and not self.parallel_residual:
             raise ValueError("Config.shared_attention_norm=True requires parallel_residual=True")
         if self.position_embedding == "rope":
@@ -116,6 +126,32 @@ class Config:
                 )
         else:
             self._derive('rope_n_elem', 0)
+
+    def _check_attention_variants(self) -> None:
+        if self.sliding_window is not None:
+            _check_int("sliding_window", self.sliding_window, low=1)
+        if self.layer_types is not None:
+            if isinstance(self.layer_types, str) or not isinstance(self.layer_types, (tuple, list)):
+                raise TypeError(f"Config.layer_types must be a tuple of {LAYER_TYPES} per layer or None, "
+                                f"got {self.layer_types!r}")
+            self._derive("layer_types", tuple(self.layer_types))  # a list from YAML/JSON: hashable and frozen
+            if len(self.layer_types) != self.n_layer:
+                raise ValueError(f"Config.layer_types must name one type per layer (n_layer={self.n_layer}), "
+                                 f"got {len(self.layer_types)}")
+            for t in self.layer_types:
+                _check_choice("layer_types", t, LAYER_TYPES)
+            if "sliding_attention" in self.layer_types and self.sliding_window is None:
+                raise ValueError("Config.layer_types has 'sliding_attention' layers but sliding_window is None")
+        for name in ("attn_logit_softcap", "final_logit_softcap"):
+            value = getattr(self, name)
+            if value is not None and _check_float(name, value) <= 0:
+                raise ValueError(f"Config.{name} must be > 0 or None, got {value}")
+
+    def window(self, layer: int) -> Optional[int]:
+        """The sliding window W of block ``layer`` (keys i - W < j <= i), or None for global attention."""
+        if self.layer_types is not None and self.layer_types[layer] == "full_attention":
+            return None
+        return self.sliding_window
 
     def _derive(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)  # frozen: derived fields are set once, here
@@ -175,7 +211,8 @@ class Config:
         n_in = 1 if self.mlp_class_name == "GptNeoxMLP" else 2  # gated MLPs have fc_1 and fc_2
         mlp = n_in * (C * I + I * b) + I * C + C * b
         n_block_norms = 1 if self.shared_attention_norm else 2
-        block = n_block_norms * norm + attn + mlp
+        sinks = self.n_head if self.attention_sinks else 0
+        block = n_block_norms * norm + attn + sinks + mlp
         embeddings = V * C + (self.block_size * C if self.position_embedding == "learned" else 0)
         head = 0 if self.tie_embeddings else V * C
         return embeddings + self.n_layer * block + norm + head

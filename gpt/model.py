@@ -12,6 +12,7 @@ from .attention import CausalSelfAttention
 from .config import Config
 from .embedding import rope_cache
 from .kv_cache import KVCache
+from .ring_cache import RingKVCache
 from .masks import Layout
 from .mlp import build_mlp
 from .norm import build_norm
@@ -22,10 +23,10 @@ ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 class Block(nn.Module):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, layer: int = 0) -> None:
         super().__init__()
         self.norm_1 = build_norm(config)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.norm_2 = None if config.shared_attention_norm else build_norm(config)
         self.mlp = build_mlp(config)
         self.drop = nn.Dropout(config.resid_dropout)
@@ -52,7 +53,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.position_embedding == "learned" else None
         self.drop = nn.Dropout(config.embd_dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm_f = build_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         if config.tie_embeddings:
@@ -69,12 +70,20 @@ class GPT(nn.Module):
         for block in self.blocks:
             for proj in (block.attn.proj, block.mlp.proj):
                 nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+            if block.attn.sinks is not None:  # as transformers' GPT-OSS initialises them
+                nn.init.normal_(block.attn.sinks, mean=0.0, std=0.02)
 
     # ------------------------------------------------------------------ KV cache
     def set_kv_cache(self, batch_size: int, max_seq_length: Optional[int] = None,
-                     device=None, dtype=None) -> None:
-        """Allocate a fresh (zeroed) cache in every layer; ``forward(idx, input_pos)`` then uses it."""
+                     device=None, dtype=None, rollback: int = 0) -> None:
+        """Allocate a fresh (zeroed) cache in every layer; ``forward(idx, input_pos)`` then uses it.
+
+        ``rollback``: how many slots a caller may rewind (speculative decoding re-decodes after rejected
+        drafts); sliding-window layers then keep W + rollback slots instead of W.
+        """
         c = self.config
+        if isinstance(rollback, bool) or not isinstance(rollback, int) or rollback < 0:
+            raise ValueError(f"rollback must be an int >= 0, got {rollback!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         max_seq_length = c.block_size if max_seq_length is None else max_seq_length
@@ -83,8 +92,12 @@ class GPT(nn.Module):
             raise ValueError(f"max_seq_length must be in [1, block_size={c.block_size}], got {max_seq_length}")
         ref = self.lm_head.weight
         for block in self.blocks:
-            block.attn.kv_cache = KVCache(batch_size, c.n_query_groups, max_seq_length, c.head_size,
-                                          device=device or ref.device, dtype=dtype or ref.dtype)
+            kw = dict(device=device or ref.device, dtype=dtype or ref.dtype)
+            if block.attn.window is None:
+                block.attn.kv_cache = KVCache(batch_size, c.n_query_groups, max_seq_length, c.head_size, **kw)
+            else:  # a sliding-window layer keeps only its last W keys
+                block.attn.kv_cache = RingKVCache(batch_size, c.n_query_groups, block.attn.window, max_seq_length,
+                                                  c.head_size, rollback=rollback, **kw)
 
     def clear_kv_cache(self) -> None:
         for block in self.blocks:
@@ -138,8 +151,14 @@ class GPT(nn.Module):
             x = block(x, rope, layout)
         h = self.norm_f(x)  # (B, T, n_embd)
         if return_hidden:  # for a fused head + loss (gpt.fused_loss) that never materialises the logits
+            if self.config.final_logit_softcap is not None:
+                raise ValueError("return_hidden skips the head, so a fused head + loss would miss "
+                                 "final_logit_softcap; compute the loss from the logits for this config")
             return h
         logits = self.lm_head(h)
+        if self.config.final_logit_softcap is not None:  # Gemma 2: c * tanh(z / c), |logits| < c
+            cap = self.config.final_logit_softcap
+            logits = cap * torch.tanh(logits / cap)
         return logits[..., : self.config.vocab_size]  # padded columns are a speed detail, never output
 
     def _check_flash(self, attention_mask, position_ids, segment_ids) -> None:

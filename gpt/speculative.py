@@ -79,8 +79,8 @@ def speculative(target, draft, idx: Tensor, max_new_tokens: int, k: int = 4, tem
         return probs(logits.flatten(0, -2), temperature, top_k, top_p).view(*logits.shape[:-1], -1)
 
     x = idx
-    target.set_kv_cache(B, total)
-    draft.set_kv_cache(B, total)
+    target.set_kv_cache(B, total, rollback=k)  # rejected drafts are re-decoded: windowed caches keep k more
+    draft.set_kv_cache(B, total, rollback=k)
     try:
         c_t = c_d = 0  # positions each model has cached (tokens 0..c-1 of x)
         while x.size(1) < total:

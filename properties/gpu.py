@@ -8,9 +8,11 @@ import torch
 from torch.nn import functional as F
 
 from gpt.attention import attend, flash_attention, flash_available
+from gpt.mask_spec import MaskSpec
 
 SDPA_KERNELS = ("sdpa-flash", "sdpa-efficient", "sdpa-cudnn")
-KERNELS = SDPA_KERNELS + ("flash-attn",)
+KERNELS = SDPA_KERNELS + ("flash-attn", "flex")
+VARIANT_KERNELS = ("flash-attn", "flex")  # the kernels that take windows and soft-caps (flex also sinks)
 
 
 class NotApplicable(Exception):
@@ -23,20 +25,31 @@ def device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
-def run_kernel(kernel: str, q, k, v):
-    """Causal attention (B, nh, T, hs) through one named kernel, raising NotApplicable where it refuses."""
+def run_kernel(kernel: str, q, k, v, window=None, softcap=None, sinks=None):
+    """Causal attention (B, nh, T, hs) through one named kernel, raising NotApplicable where it refuses;
+    ``window``, ``softcap`` and ``sinks`` as in gpt.attention.attend (flash-attn and flex only)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    if kernel == "flex":
+        try:
+            return attend(q, k, v, MaskSpec.causal(q.size(-2), q.device, window), 0.0, "flex", softcap, sinks)
+        except Exception as e:  # flex/inductor refusals of a head size: "not supported", "must be" ...
+            msg = str(e)
+            if "not supported" in msg.lower() or "must be" in msg or "power of 2" in msg:
+                raise NotApplicable(msg) from e
+            raise
     if kernel == "flash-attn":
         if not flash_available():
             pytest.skip("flash-attn is not installed (pip install flash-attn, or FA4's flash_attn.cute)")
         try:
-            return flash_attention(q, k, v, 0.0, 1 / math.sqrt(q.size(-1)))
+            return flash_attention(q, k, v, 0.0, 1 / math.sqrt(q.size(-1)), window=window, softcap=softcap,
+                                   sinks=sinks)
         except (RuntimeError, AssertionError, ValueError, NotImplementedError) as e:
             # only the kernels' own shape refusals (FA4: "... is not supported on SM90", FA2: "only supports
             # head dimension ...") and our guard against FA4's wrong gradients; anything else is a failure
             msg = str(e)
-            if "not supported" in msg or "only supports" in msg or "fa4_backward_is_trusted" in msg:
+            if "not supported" in msg or "only supports" in msg or "fa4_backward_is_trusted" in msg \
+                    or "does not support attention sinks" in msg:
                 raise NotApplicable(msg) from e
             raise
     backend = {"sdpa-flash": SDPBackend.FLASH_ATTENTION, "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -50,5 +63,5 @@ def run_kernel(kernel: str, q, k, v):
         raise
 
 
-def math_attention(q, k, v):
-    return attend(q, k, v, None, 0.0, "math")
+def math_attention(q, k, v, window=None, softcap=None, sinks=None):
+    return attend(q, k, v, MaskSpec.causal(q.size(-2), q.device, window), 0.0, "math", softcap, sinks)

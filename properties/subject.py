@@ -34,6 +34,8 @@ CAPABILITIES = {
     "sampler": "a token sampler with temperature/top_k/top_p (sampling_probs, sample)",
     "generate": "autoregressive generation: greedy, seeded sampling, stop tokens (generate)",
     "speculative": "speculative decoding with a draft model (speculative)",
+    "sliding_window": "Config.sliding_window W: query i attends keys i - W < j <= i (and, with kv_cache, decodes past W)",
+    "softcap": "Config.final_logit_softcap c: logits are c * tanh(z / c) of the uncapped model's z",
     "attention_mask": "padding masks: logits(..., attention_mask=) (B, T), 1 real / 0 padding, positions "
                       "cumsum(mask) - 1 unless given; with kv_cache, decode(..., attention_mask=) (B, input_pos + t)",
     "position_ids": "per-row positions: logits(..., position_ids=) (B, T)",
@@ -183,7 +185,8 @@ class GPTSubject(Subject):
 
     def __init__(self, backends=("math", "sdpa"), name: str = "gpt") -> None:
         self.name = name
-        self.space = ConfigSpace(backends=tuple(backends))
+        self.space = ConfigSpace(backends=tuple(backends), sliding_window=True, layer_types=True,
+                                 attn_logit_softcap=True, final_logit_softcap=True, attention_sinks=True)
 
     def build(self, config, seed, dtype=torch.float64, device="cpu"):
         from gpt import GPT

@@ -9,10 +9,13 @@ independent, prefix consistent and cache consistent, only a different function.
 - attention module: proj(concat_h softmax(rope(q_h) rope(k_g)^T / sqrt(hs) + causal) v_g), where
   qkv(x) = [q heads | k groups | v groups], head h of n_head reads group h // (n_head / n_query_groups)
   and the output features of head h are h * hs .. (h + 1) * hs (Vaswani et al. 2017; Ainslie et al. 2023);
+  with a sliding window W the mask also needs j > i - W, soft-capping replaces the scores s by c tanh(s / c)
+  before the mask, and a sink adds e^{sink_h} to head h's softmax denominator (Mistral, Gemma 2, GPT-OSS);
 - block: x + a + mlp(norm_2(x + a)) with a = attn(norm_1(x)) (GPT-2, pre-norm), or x + a + mlp(norm_2(x))
   for a parallel residual (GPT-J / GPT-NeoX), with norm_1 in place of norm_2 when the norm is shared;
 - model: lm_head(norm_f(blocks(wte[idx] + wpe[pos]))) restricted to the first vocab_size columns, the
-  rotary tables of rope_n_elem features at the token positions, lm_head = wte when tied.
+  rotary tables of rope_n_elem features at the token positions, lm_head = wte when tied, logits capped to
+  c tanh(z / c) with a final soft-cap.
 
 Parameters are redrawn at O(1) scale so that every term matters, and every reference is written from
 parameters and formulas, reusing a module only where its own property has pinned it down.
@@ -70,7 +73,7 @@ def _case(data, subject, **config_kw):
     return config, model, make, x, pos, rope
 
 
-def reference_attention(attn, config, x, rope):
+def reference_attention(attn, config, x, rope, layer=0):
     c = config
     B, T, _ = x.shape
     nh, g, hs = c.n_head, c.n_query_groups, c.head_size
@@ -81,11 +84,20 @@ def reference_attention(attn, config, x, rope):
     if rope is not None:
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     causal = torch.ones(T, T, dtype=torch.bool).tril()
+    sliding = config.layer_types is None or config.layer_types[layer] == "sliding_attention"
+    if config.sliding_window is not None and sliding:  # keys i - W < j <= i
+        causal = causal & ~torch.ones(T, T, dtype=torch.bool).tril(-config.sliding_window)
     heads = []
     for h in range(nh):
         group = h // (nh // g)
         scores = q[:, h] @ k[:, group].transpose(-1, -2) / math.sqrt(hs)
-        heads.append(torch.softmax(scores.masked_fill(~causal, -math.inf), dim=-1) @ v[:, group])
+        if c.attn_logit_softcap is not None:
+            scores = c.attn_logit_softcap * torch.tanh(scores / c.attn_logit_softcap)
+        e = torch.exp(scores.masked_fill(~causal, -math.inf))  # O(1) scores: no overflow
+        denominator = e.sum(-1, keepdim=True)
+        if attn.sinks is not None:  # e^{sink_h} joins the denominator only
+            denominator = denominator + torch.exp(attn.sinks[h])
+        heads.append(e / denominator @ v[:, group])
     return _linear(torch.cat(heads, dim=-1), attn.proj)
 
 
@@ -95,7 +107,8 @@ def test_attention_module_matches_definition(subject, data):
     with q, k, v split from qkv(x) in that order, for every backend on the same weights.
 
     Half the draws are grouped-query configs with 1 < n_query_groups < n_head, the only ones in which the
-    map from query heads to kv groups is observable (uniform draws reach them about one time in ten)."""
+    map from query heads to kv groups is observable (uniform draws reach them about one time in ten); half
+    (where the subject draws layer patterns) slide a window W <= 3 on a drawn per-layer pattern."""
     gpt_only(subject)
     size = data.draw(st.sampled_from(["tiny", "small"]), label="size")
     grouped = {}
@@ -103,10 +116,16 @@ def test_attention_module_matches_definition(subject, data):
         n_head = data.draw(st.sampled_from([4, 6] if size == "small" else [4]), label="n_head")
         groups = [g for g in range(2, n_head) if n_head % g == 0]
         grouped = dict(n_head=n_head, n_query_groups=data.draw(st.sampled_from(groups), label="n_query_groups"))
-    config, model, make, x, pos, rope = _case(data, subject, size=size, **grouped)
+    windowed = {}
+    if subject.space.layer_types and data.draw(st.booleans(), label="windowed"):  # half the draws: W < T likely
+        n_layer = data.draw(st.integers(1, 2), label="n_layer")
+        kinds = st.sampled_from(("full_attention", "sliding_attention"))
+        windowed = dict(n_layer=n_layer, sliding_window=data.draw(st.integers(1, 3), label="sliding_window"),
+                        layer_types=data.draw(st.tuples(*[kinds] * n_layer), label="layer_types"))
+    config, model, make, x, pos, rope = _case(data, subject, size=size, **grouped, **windowed)
     layer = data.draw(st.integers(0, config.n_layer - 1), label="layer")
     with torch.no_grad():
-        expected = reference_attention(model.blocks[layer].attn, config, x, rope)
+        expected = reference_attention(model.blocks[layer].attn, config, x, rope, layer)
         for backend in subject.space.backends:
             attn = make(config.replace(attn_backend=backend)).blocks[layer].attn
             assert_close64(attn(x, rope), expected, config, f"attention module ({backend})")
@@ -151,5 +170,7 @@ def test_model_matches_composition(subject, data):
         for block in model.blocks:
             x = block(x, rope)
         expected = (model.norm_f(x) @ model.lm_head.weight.T)[..., : config.vocab_size]
+        if config.final_logit_softcap is not None:
+            expected = config.final_logit_softcap * torch.tanh(expected / config.final_logit_softcap)
         actual = model(idx) if start == 0 else model(idx, input_pos=start)
         assert_close64(actual, expected, config, f"model logits at positions {start}..{start + T - 1}")

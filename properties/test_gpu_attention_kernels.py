@@ -1,7 +1,7 @@
 """GPU property: every fast attention kernel matches the math reference within the flash-attention rule.
 
 For drawn shapes (GQA/MQA, odd head sizes, sequence lengths that are not tile multiples) in bf16 and
-fp16, each kernel (SDPA's flash, memory-efficient and cuDNN kernels, and the flash-attn package) has
+fp16, each kernel (SDPA's flash, memory-efficient and cuDNN kernels, the flash-attn package, compiled flex) has
 output error <= 2x and gradient error <= 3x the error of the same-dtype math backend, both measured
 against the math backend in float64, plus the noise floor of properties.harness.noise_floor.
 A kernel that refuses a shape is not applicable there; the test records it and draws again.
@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, note, settings, strategies as st
 
 from gpt.attention import flash_attention, flash_available
-from properties.gpu import KERNELS, NotApplicable, device, math_attention, run_kernel
+from properties.gpu import KERNELS, VARIANT_KERNELS, NotApplicable, device, math_attention, run_kernel
 from properties.harness import assert_low_precision
 
 pytestmark = [pytest.mark.gpu, pytest.mark.gpt_internal]
@@ -57,6 +57,36 @@ def test_kernel_matches_math_reference(kernel, shape, dtype, seed):
     assert_low_precision(out, ref_out, out64, 2, f"{kernel} {dtype} output", scale)
     for name, got, ref, exact in zip("qkv", grads, ref_grads, grads64):
         assert_low_precision(got, ref, exact, 3, f"{kernel} {dtype} d{name}", scale)
+
+
+@pytest.mark.parametrize("kernel", VARIANT_KERNELS)
+@settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(shape=attention_shapes(), dtype=st.sampled_from([torch.bfloat16, torch.float16]), seed=st.integers(0, 2**31),
+       window=st.one_of(st.none(), st.integers(1, 300)), softcap=st.one_of(st.none(), st.sampled_from([1.0, 30.0])),
+       with_sinks=st.booleans())
+def test_kernel_window_softcap_sinks_match_math(kernel, shape, dtype, seed, window, softcap, with_sinks):
+    """Sliding window W, soft-cap c, sinks: out <= 2x, dq/dk/dv <= 3x the same-dtype math error vs float64, +
+    floor (the rule above). A kernel that drops the cap or the window is off by O(1) (sglang#33915: cosine 0.59)."""
+    dev = device()
+    B, nh, g, T, hs = shape
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    q = 3 * torch.randn(B, nh, T, hs, device=dev, generator=gen, dtype=torch.float64)  # scores beyond the caps
+    k, v = (torch.randn(B, g, T, hs, device=dev, generator=gen, dtype=torch.float64) for _ in range(2))
+    sinks = torch.randn(nh, device=dev, generator=gen, dtype=torch.float64).bfloat16().double() if with_sinks else None
+    probe = torch.randn(B, nh, T, hs, device=dev, generator=gen)
+    low = [t.to(dtype) for t in (q, k, v)]
+    kw = dict(window=window, softcap=softcap)
+    try:
+        out, grads = _forward_backward(lambda *a: run_kernel(kernel, *a, sinks=sinks, **kw), *low, probe)
+    except NotApplicable as e:
+        note(f"{kernel} not applicable: {e}")
+        assume(False)
+    ref_out, ref_grads = _forward_backward(lambda *a: math_attention(*a, sinks=sinks, **kw), *low, probe)
+    out64, grads64 = _forward_backward(lambda *a: math_attention(*a, sinks=sinks, **kw), q, k, v, probe.double())
+    scale = max(t.abs().max().item() for t in (out64, *grads64))
+    assert_low_precision(out, ref_out, out64, 2, f"{kernel} {dtype} W={window} c={softcap} output", scale)
+    for name, got, ref, exact in zip("qkv", grads, ref_grads, grads64):
+        assert_low_precision(got, ref, exact, 3, f"{kernel} {dtype} W={window} c={softcap} d{name}", scale)
 
 
 @pytest.mark.xfail(strict=True, reason="flash-attn 4.0.0b36 (FA4, SM90) backward: wrong dq for head_size % 32 in "

@@ -73,6 +73,7 @@ def configs(draw, space: ConfigSpace = ConfigSpace(), size: str = "tiny", dropou
     shared = [v for v in space.shared_attention_norm if kw["parallel_residual"] or not v]
     kw["shared_attention_norm"] = pick("shared_attention_norm", st.sampled_from(shared))
     kw["attn_backend"] = pick("attn_backend", st.sampled_from(space.backends))
+    kw.update(_attention_variants(draw, space, fixed, kw["n_layer"], kw["block_size"]))
     if dropout:
         # >= 0.3 so that two train-mode forwards differ with overwhelming probability even on tiny draws
         p = st.sampled_from([0.3, 0.5])
@@ -81,6 +82,30 @@ def configs(draw, space: ConfigSpace = ConfigSpace(), size: str = "tiny", dropou
             kw.update({name: value for name in group})
     kw.update({k: v for k, v in fixed.items() if k not in kw})
     return Config(**kw)
+
+
+# soft-capping values: 0.5 actually bends the small scores of tiny random models, 50 is Gemma 2's attention cap
+SOFTCAPS = (0.5, 2.0, 50.0)
+
+
+def _attention_variants(draw, space: ConfigSpace, fixed: dict, n_layer: int, block_size: int) -> dict:
+    """Sliding window (and per-layer pattern), soft-capping and sinks, each only where ``space`` allows it."""
+    def pick(name, allowed, strategy, off):
+        if name in fixed:
+            return fixed[name]
+        return draw(strategy, label=name) if allowed else off
+
+    kw = {}
+    window = pick("sliding_window", space.sliding_window,
+                  st.one_of(st.none(), st.integers(1, max(1, block_size - 1))), None)
+    kw["sliding_window"] = window
+    if window is not None and space.layer_types and "layer_types" not in fixed:
+        types = st.sampled_from(("full_attention", "sliding_attention"))
+        kw["layer_types"] = draw(st.one_of(st.none(), st.tuples(*[types] * n_layer)), label="layer_types")
+    for name in ("attn_logit_softcap", "final_logit_softcap"):
+        kw[name] = pick(name, getattr(space, name), st.one_of(st.none(), st.sampled_from(SOFTCAPS)), None)
+    kw["attention_sinks"] = pick("attention_sinks", space.attention_sinks, st.booleans(), False)
+    return kw
 
 
 # field -> list of (override, note) that each break exactly one constraint of a valid base config
@@ -110,6 +135,13 @@ _BREAKERS = {
     "attn_dropout": [dict(attn_dropout=-0.1)],
     "resid_dropout": [dict(resid_dropout=1.5)],
     "attn_backend": [dict(attn_backend="xformers")],
+    "sliding_window": [dict(sliding_window=0), dict(sliding_window=2.5)],
+    "layer_types": [dict(layer_types=("sliding_attention",), sliding_window=None),  # sliding without W
+                    dict(layer_types=("full_attention", "full_attention"), sliding_window=4),  # n_layer=1
+                    dict(layer_types=("global",), sliding_window=4), dict(layer_types="sliding_attention")],
+    "attn_logit_softcap": [dict(attn_logit_softcap=0.0), dict(attn_logit_softcap=float("inf"))],
+    "final_logit_softcap": [dict(final_logit_softcap=-30.0), dict(final_logit_softcap="30")],
+    "attention_sinks": [dict(attention_sinks=1)],
 }
 INVALID_BASE = dict(vocab_size=16, padding_multiple=8, block_size=8, n_layer=1, n_embd=32, n_head=4)
 

@@ -31,6 +31,12 @@ class ConfigSpace:
     vocab_padding: bool = True  # padded_vocab_size > vocab_size
     intermediate_sizes: bool = True  # intermediate_size other than 4 * n_embd
     norm_eps: tuple = (1e-5, 1e-3, 0.1)
+    # attention variants, off unless the implementation expresses them (Mistral, Gemma 2, GPT-OSS)
+    sliding_window: bool = False  # a sliding window of W keys on every layer
+    layer_types: bool = False  # per-layer full/sliding pattern (Gemma 2/3); needs sliding_window
+    attn_logit_softcap: bool = False  # c * tanh(s / c) on the attention scores
+    final_logit_softcap: bool = False  # c * tanh(z / c) on the output logits
+    attention_sinks: bool = False  # a learned per-head sink logit in the softmax denominator
     # configs(dropout=True) draws one probability per group for the fields in it; fields in no group stay
     # 0. A group of several fields shares one value (GPT-NeoX's hidden_dropout is embd and resid dropout).
     dropout_groups: tuple = (("embd_dropout",), ("attn_dropout",), ("resid_dropout",))

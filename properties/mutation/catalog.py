@@ -62,6 +62,11 @@ BUG_CLASSES: dict[str, str] = {
     "packing": "packed sequences attending across segment boundaries, or positions not restarting per segment",
     "fully-masked-row": "a query with no visible key produces NaN (softmax over all -inf) or a non-zero average",
     "kv-cache-slot-metadata": "KV cache not storing the positions or validity of its slots",
+    # modern attention (issue 16, attention side)
+    "sliding-window": "sliding window off by one, ignored by a kernel, or on the wrong layers",
+    "ring-buffer-cache": "windowed (ring-buffer) KV cache indexed, ordered or filled wrongly",
+    "softcap": "soft-capping after the mask, without the rescale, on the wrong tensor or dropped by a kernel",
+    "attention-sinks": "sink logit shared across heads, added to the numerator, or with the wrong sign",
 }
 REQUIRED_BUG_CLASSES: tuple[str, ...] = tuple(list(BUG_CLASSES)[:24])
 
@@ -223,13 +228,9 @@ MUTANTS: list[Mutant] = [
     _m("kv_cache_reused_across_sequences", "kv-cache-not-cleared",
        "set_kv_cache keeps an existing cache (its size and contents) instead of allocating a fresh one",
        "model.py",
-       "        for block in self.blocks:\n"
-       "            block.attn.kv_cache = KVCache(batch_size, c.n_query_groups, max_seq_length, c.head_size,\n"
-       "                                          device=device or ref.device, dtype=dtype or ref.dtype)",
-       "        for block in self.blocks:\n"
-       "            if block.attn.kv_cache is None:\n"
-       "                block.attn.kv_cache = KVCache(batch_size, c.n_query_groups, max_seq_length, c.head_size,\n"
-       "                                              device=device or ref.device, dtype=dtype or ref.dtype)"),
+       "        for block in self.blocks:\n            kw = dict(",
+       "        for block in self.blocks:\n            if block.attn.kv_cache is not None:\n                continue\n"
+       "            kw = dict("),
     _m("kv_cache_never_released", "kv-cache-not-cleared",
        "clear_kv_cache only zeroes the buffers, so the model keeps decoding through a stale cache",
        "model.py",
@@ -494,8 +495,8 @@ MUTANTS: list[Mutant] = [
     _m("padding_mask_first_row_for_all", "padding-mask",
        "the cached keys' validity of row 0 broadcast to every row of the batch",
        "attention.py",
-       "mask = visible(layout.pos, kpos, kvalid)  # (B, T, end)",
-       "mask = visible(layout.pos, kpos, kvalid[:1].expand_as(kvalid))  # (B, T, end)"),
+       "mask = MaskSpec(layout.pos, kpos, self.window, kvalid)  # (B, T) queries, (B, S) keys",
+       "mask = MaskSpec(layout.pos, kpos, self.window, kvalid[:1].expand_as(kvalid))  # (B, T) queries, (B, S) keys"),
     _m("attention_mask_dropped", "padding-mask",
        "attention_mask accepted but dropped on the uncached path (only segments build a mask)",
        "attention.py",
@@ -534,8 +535,8 @@ MUTANTS: list[Mutant] = [
     _m("fully_masked_row_not_zeroed", "fully-masked-row",
        "queries without a visible key attend uniformly to every key instead of giving the documented 0",
        "attention.py",
-       "return attend_masked(q, k, v, mask, dropout_p, backend, scale).masked_fill(~seen, 0.0)",
-       "return attend_masked(q, k, v, mask, dropout_p, backend, scale)"),
+       "return attend_masked(q, k, v, mask, dropout_p, backend, scale, softcap, sinks).masked_fill(~seen, 0.0)",
+       "return attend_masked(q, k, v, mask, dropout_p, backend, scale, softcap, sinks)"),
     _m("cache_slot_positions_not_stored", "kv-cache-slot-metadata",
        "the cache never records its slots' positions (all stay 0)",
        "kv_cache.py",
@@ -546,6 +547,96 @@ MUTANTS: list[Mutant] = [
        "kv_cache.py",
        "torch.ones_like(pos, dtype=torch.bool) if valid is None else valid)",
        "torch.ones_like(pos, dtype=torch.bool))"),
+    # ------------------------------------------------------------------ modern attention (modern-attn)
+    _m("window_one_key_too_many", "sliding-window",
+       "sliding window compares kpos >= qpos - W: each query sees W + 1 keys",
+       "mask_spec.py",
+       "mask = mask & (self.kpos[:, None, :] > self.qpos[:, :, None] - self.window)",
+       "mask = mask & (self.kpos[:, None, :] >= self.qpos[:, :, None] - self.window)"),
+    _m("window_one_key_too_few", "sliding-window",
+       "sliding window of W - 1 keys (kpos > qpos - W + 1): the oldest in-window key is dropped",
+       "mask_spec.py",
+       "mask = mask & (self.kpos[:, None, :] > self.qpos[:, :, None] - self.window)",
+       "mask = mask & (self.kpos[:, None, :] > self.qpos[:, :, None] - self.window + 1)"),
+    _m("flex_mask_mod_ignores_window", "sliding-window",
+       "flex mask_mod keeps the causal term but forgets the window term",
+       "mask_spec.py",
+       "                allowed = allowed & (k > q - window)",
+       "                allowed = allowed"),
+    _m("layer_types_inverted", "sliding-window",
+       "per-layer pattern read backwards: 'full_attention' layers get the window, sliding ones attend globally",
+       "config.py",
+       'if self.layer_types is not None and self.layer_types[layer] == "full_attention":',
+       'if self.layer_types is not None and self.layer_types[layer] == "sliding_attention":'),
+    _m("ring_keeps_first_keys_of_long_chunk", "ring-buffer-cache",
+       "a prefill longer than W stores its first W keys in the ring instead of its last W",
+       "ring_cache.py",
+       "self.k.index_copy_(2, cells, k[:, :, -n:].to(self.k.dtype))",
+       "self.k.index_copy_(2, cells, k[:, :, :n].to(self.k.dtype))"),
+    _m("ring_index_ignores_slot", "ring-buffer-cache",
+       "ring cells counted from 0 for every chunk instead of slot mod W: each decode step overwrites cell 0",
+       "ring_cache.py",
+       "cells = input_pos[-n:] % self.size",
+       "cells = torch.arange(n, device=input_pos.device) % self.size"),
+    _m("ring_reads_stale_cells", "ring-buffer-cache",
+       "ring read keeps the first n_live cells in sorted order (the empty or rewound ones) instead of the last",
+       "ring_cache.py",
+       "order = torch.argsort(torch.where(live, self.slot, -1))[self.size - n_live:]",
+       "order = torch.argsort(torch.where(live, self.slot, -1))[:n_live]"),
+    _m("softcap_after_mask", "softcap",
+       "attention soft-cap applied after the causal mask: masked scores become -c and leak weight e^-c",
+       "attention.py",
+       "    if softcap is not None:  # before the mask: tanh(-inf) would turn masked scores into -c\n"
+       "        att = softcap * torch.tanh(att / softcap)\n"
+       "    if mask is None:\n"
+       "        mask = causal_mask(q.size(-2), k.size(-2), q.device)\n"
+       '    att = att.masked_fill(~mask, float("-inf"))\n',
+       "    if mask is None:\n"
+       "        mask = causal_mask(q.size(-2), k.size(-2), q.device)\n"
+       '    att = att.masked_fill(~mask, float("-inf"))\n'
+       "    if softcap is not None:\n"
+       "        att = softcap * torch.tanh(att / softcap)\n"),
+    _m("softcap_without_rescale", "softcap",
+       "attention soft-cap computes tanh(s / c) and forgets to multiply back by c",
+       "attention.py",
+       "        att = softcap * torch.tanh(att / softcap)",
+       "        att = torch.tanh(att / softcap)"),
+    _m("final_softcap_on_hidden_state", "softcap",
+       "final soft-cap applied to the normed hidden state before the head instead of to the logits",
+       "model.py",
+       "        logits = self.lm_head(h)\n"
+       "        if self.config.final_logit_softcap is not None:  # Gemma 2: c * tanh(z / c), |logits| < c\n"
+       "            cap = self.config.final_logit_softcap\n"
+       "            logits = cap * torch.tanh(logits / cap)",
+       "        if self.config.final_logit_softcap is not None:\n"
+       "            cap = self.config.final_logit_softcap\n"
+       "            h = cap * torch.tanh(h / cap)\n"
+       "        logits = self.lm_head(h)"),
+    _m("flex_drops_softcap", "softcap",
+       "the flex score_mod returns the score unchanged: soft-capping silently dropped by the kernel (sglang#33915)",
+       "flex.py",
+       "            return cap * torch.tanh(score / cap)",
+       "            return score"),
+    _m("sink_shared_across_heads", "attention-sinks",
+       "every head uses head 0's sink logit",
+       "attention.py",
+       "sink = sinks.to(att.dtype).view(1, nh, 1, 1).expand(B, nh, T, 1)",
+       "sink = sinks[:1].to(att.dtype).view(1, 1, 1, 1).expand(B, nh, T, 1)"),
+    _m("sink_in_numerator", "attention-sinks",
+       "the sink is added to every score's numerator (logaddexp) instead of only to the denominator",
+       "attention.py",
+       "return F.softmax(torch.cat([att, sink], dim=-1), dim=-1)[..., :-1]",
+       "return F.softmax(torch.logaddexp(att, sink), dim=-1)"),
+    _m("flex_sink_wrong_sign", "attention-sinks",
+       "flex rescales by sigmoid(s - lse) instead of sigmoid(lse - s)",
+       "flex.py",
+       "torch.sigmoid(lse - sinks.to(out.dtype)[None, :, None])",
+       "torch.sigmoid(sinks.to(out.dtype)[None, :, None] - lse)"),
+    _m("param_count_ignores_sinks", "param-count",
+       "closed-form count forgets the n_head sink logits per layer",
+       "config.py",
+       "sinks = self.n_head if self.attention_sinks else 0",
+       "sinks = 0"),
 ]
 
 BY_NAME: dict[str, Mutant] = {m.name: m for m in MUTANTS}
