@@ -36,20 +36,23 @@ class _Checkpointed(nn.Module):
     gradients are those of the plain run (a different mask would give the gradient of another sample).
     """
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, block: nn.Module, preserve_rng_state: bool = True) -> None:
         super().__init__()
-        self.block = block
+        self.block, self.preserve_rng_state = block, preserve_rng_state
 
     def forward(self, *args, **kwargs):
         if not torch.is_grad_enabled():
             return self.block(*args, **kwargs)
-        return checkpoint(self.block, *args, use_reentrant=False, preserve_rng_state=True, **kwargs)
+        return checkpoint(self.block, *args, use_reentrant=False, preserve_rng_state=self.preserve_rng_state,
+                          **kwargs)
 
 
-def enable_checkpointing(model: nn.Module) -> nn.Module:
+def enable_checkpointing(model: nn.Module, preserve_rng_state: bool = True) -> nn.Module:
     """Wrap every block of ``model.blocks`` (in place) for activation checkpointing; returns ``model``.
 
     Parameter names gain a ``.block`` component; undo with :func:`disable_checkpointing`.
+    ``preserve_rng_state=False`` exists for the properties' power check only: it recomputes with fresh
+    dropout masks, a wrong gradient whenever dropout > 0.
     """
     blocks = getattr(model, "blocks", None)
     if not isinstance(blocks, nn.ModuleList):
@@ -57,7 +60,7 @@ def enable_checkpointing(model: nn.Module) -> nn.Module:
                         f"{type(model).__name__}")
     for i, block in enumerate(blocks):
         if not isinstance(block, _Checkpointed):
-            blocks[i] = _Checkpointed(block)
+            blocks[i] = _Checkpointed(block, preserve_rng_state)
     return model
 
 
