@@ -78,13 +78,17 @@ class TrainStep:
     subject's logits function). ``compile=True`` compiles that forward with torch.compile (``compile_kw``).
     ``global_tokens`` (optional) maps this process's non-ignored token count to the global one: data
     parallel callers pass an all-reduce sum, so every rank divides by the count of the whole global batch.
+    ``dp_ranks``: DDP and FSDP *average* the ranks' gradients, so a rank's sum / N_global would end up divided
+    by the world size twice; each piece's loss is multiplied by ``dp_ranks`` (the data-parallel world size)
+    before backward to undo that average. The returned loss is this rank's share of the global mean.
     ``scaler``: a torch.amp.GradScaler (float16), which scales each piece's loss before its backward.
     """
 
     def __init__(self, model: nn.Module, micro_batches: int = 1, checkpoint: bool = False,
                  compile: bool = False, compile_kw: Optional[dict] = None, ignore_index: int = -100,
                  forward: Optional[Callable[[Tensor], Tensor]] = None,
-                 global_tokens: Optional[Callable[[int], int]] = None, scaler=None) -> None:
+                 global_tokens: Optional[Callable[[int], int]] = None, dp_ranks: int = 1,
+                 scaler=None) -> None:
         if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or micro_batches < 1:
             raise ValueError(f"micro_batches must be an int >= 1, got {micro_batches!r}")
         self.model, self.micro_batches, self.ignore_index = model, micro_batches, ignore_index
@@ -93,6 +97,9 @@ class TrainStep:
         fwd = forward if forward is not None else model
         self.forward = torch.compile(fwd, **(compile_kw or {})) if compile else fwd
         self.global_tokens = global_tokens
+        if isinstance(dp_ranks, bool) or not isinstance(dp_ranks, int) or dp_ranks < 1:
+            raise ValueError(f"dp_ranks must be an int >= 1 (the data-parallel world size), got {dp_ranks!r}")
+        self.dp_ranks = dp_ranks
         self.scaler = scaler  # a torch.amp.GradScaler for float16: scales each piece's loss before backward
 
     def __call__(self, idx: Tensor, targets: Tensor) -> Tensor:
@@ -110,6 +117,7 @@ class TrainStep:
         for x, y in zip(split_rows(idx, self.micro_batches), split_rows(targets, self.micro_batches)):
             logits = self.forward(x)  # (b, T, V)
             loss = cross_entropy(logits, y, self.ignore_index, reduction="token_mean", num_tokens=n)
-            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             total += loss.detach().double().cpu()
+            loss = loss * self.dp_ranks
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         return total

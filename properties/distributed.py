@@ -286,6 +286,10 @@ def _rank_job(job: dict, rank: int, world_size: int, device: torch.device) -> di
     spec = job["subject"]
     if spec not in _SUBJECTS:
         _SUBJECTS[spec] = load_subject(spec)
+    if job.get("kind", "ddp_step") != "ddp_step":  # multi-step DDP / FSDP2 training (properties.sharded)
+        from properties.sharded import rank_job
+
+        return rank_job(job, rank, world_size, device, _SUBJECTS[spec])
     share = job["idx"].size(0) // world_size
     rows = slice(rank * share, (rank + 1) * share)
     return train_step(_SUBJECTS[spec], Config.from_dict(job["config"]), job["seed"], job["idx"][rows],
