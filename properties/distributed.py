@@ -426,3 +426,18 @@ class DDPPool:
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+
+_SHARED: dict = {}
+
+
+def shared_pool(backend: str, world_size: int, devices: list) -> DDPPool:
+    """One pool per (backend, world size, devices) and process, shared by every test module that needs ranks
+    (DDP, multi-step DDP/FSDP2 training): start-up is paid once per session. Closed at interpreter exit."""
+    import atexit
+
+    key = (backend, world_size, tuple(str(d) for d in devices))
+    if key not in _SHARED:
+        _SHARED[key] = DDPPool(backend, world_size, devices)
+        atexit.register(_SHARED[key].close)
+    return _SHARED[key]
