@@ -286,8 +286,13 @@ def _rank_job(job: dict, rank: int, world_size: int, device: torch.device) -> di
     spec = job["subject"]
     if spec not in _SUBJECTS:
         _SUBJECTS[spec] = load_subject(spec)
-    if job.get("kind", "ddp_step") != "ddp_step":  # multi-step DDP / FSDP2 training (properties.sharded)
+    kind = job.get("kind", "ddp_step")
+    if kind == "train":  # multi-step DDP / FSDP2 training (properties.sharded)
         from properties.sharded import rank_job
+
+        return rank_job(job, rank, world_size, device, _SUBJECTS[spec])
+    if kind == "tp":  # tensor parallel forward and backward (properties.tensor_parallel)
+        from properties.tensor_parallel import rank_job
 
         return rank_job(job, rank, world_size, device, _SUBJECTS[spec])
     share = job["idx"].size(0) // world_size
