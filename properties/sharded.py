@@ -56,7 +56,8 @@ def _snapshot(model) -> dict:
 
 
 def _global_tokens(n: int) -> int:
-    t = torch.tensor([n], dtype=torch.long)
+    # NCCL reduces CUDA tensors only; gloo CPU ones
+    t = torch.tensor([n], dtype=torch.long, device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
     return int(t.item())
 

@@ -169,12 +169,14 @@ def test_mode_cycling_keeps_train_outputs(subject, data):
 
 
 # ---------------------------------------------------------------------------------------------- 8
-def trajectory(config, seed: int, idx, y, steps: int, dtype, impl: str, lr: float = 1e-2) -> list[float]:
+def trajectory(config, seed: int, idx, y, steps: int, dtype, impl: str, lr: float = 1e-2,
+               device="cpu") -> list[float]:
     """Per-step losses of ``steps`` overfit steps (TrainStep + AdamW with ``impl``: fused | foreach)."""
     from gpt.model import GPT
 
     torch.manual_seed(seed)
-    model = GPT(config).to(dtype).train()
+    model = GPT(config).to(dtype).train().to(device)
+    idx, y = idx.to(device), y.to(device)
     kw = dict(fused=True) if impl == "fused" else dict(foreach=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1, **kw)
     step, losses = TrainStep(model), []
@@ -185,7 +187,8 @@ def trajectory(config, seed: int, idx, y, steps: int, dtype, impl: str, lr: floa
     return losses
 
 
-def test_fused_adamw_trajectory_matches_foreach(subject):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_fused_adamw_trajectory_matches_foreach(subject, device):
     """16 overfit steps, fused vs foreach AdamW (Liger-Kernel-style convergence check).
 
     Both evaluate p <- p (1 - lr wd) - lr m_hat / (sqrt(v_hat) + eps) per element; they differ only in the
@@ -195,18 +198,21 @@ def test_fused_adamw_trajectory_matches_foreach(subject):
     twice what the foreach trajectory's float32 rounding does, at every step s:
         |L_fused32(s) - L64(s)| <= 2 max_{r<=s} |L_foreach32(r) - L64(r)| + 2 eps32 (1 + |L64(s)|);
     and the two float64 trajectories agree within the float32 floor (they differ by float64 roundings).
+    On CUDA the same with the fused CUDA kernel (the float32 matmuls there are not TF32: torch's default).
     """
     gpt_only(subject)
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("the fused CUDA AdamW kernel needs a GPU")
     from gpt.config import Config
 
     config = Config(vocab_size=13, n_layer=2, n_embd=16, n_head=2, block_size=8, padding_multiple=1)
     g = torch.Generator().manual_seed(5)
     idx = torch.randint(0, 13, (2, 8), generator=g)
     y = torch.randint(0, 13, (2, 8), generator=g)
-    ref = trajectory(config, 0, idx, y, 16, torch.float64, "foreach")
-    ref_fused = trajectory(config, 0, idx, y, 16, torch.float64, "fused")
-    f32 = trajectory(config, 0, idx, y, 16, torch.float32, "foreach")
-    fused32 = trajectory(config, 0, idx, y, 16, torch.float32, "fused")
+    ref = trajectory(config, 0, idx, y, 16, torch.float64, "foreach", device=device)
+    ref_fused = trajectory(config, 0, idx, y, 16, torch.float64, "fused", device=device)
+    f32 = trajectory(config, 0, idx, y, 16, torch.float32, "foreach", device=device)
+    fused32 = trajectory(config, 0, idx, y, 16, torch.float32, "fused", device=device)
     assert ref[-1] < 0.5 * ref[0], f"the overfit loop does not learn: losses {ref}"
     worst = 0.0
     for s in range(16):
