@@ -102,10 +102,10 @@ DROPOUT = dict(embd_dropout=0.1, attn_dropout=0.1, resid_dropout=0.1)
 
 def _seeded_step(subject, config, seed, idx, y, checkpoint: bool, preserve_rng_state: bool = True):
     model = subject.build(config, seed, dtype=torch.float64).train()
-    if checkpoint:
-        enable_checkpointing(model, preserve_rng_state=preserve_rng_state)
+    if checkpoint and not preserve_rng_state:  # the power check's broken variant
+        enable_checkpointing(model, preserve_rng_state=False)
     torch.manual_seed(seed + 1)  # the dropout masks
-    loss = TrainStep(model)(idx, y)
+    loss = TrainStep(model, checkpoint=checkpoint and preserve_rng_state)(idx, y)  # the production path
     return loss, _grads(model)
 
 
