@@ -1,11 +1,16 @@
 """Property 4: torch.compile(fullgraph=True) == eager, with zero graph breaks, with and without a KV cache.
 
-CPU inductor compiles for tens of seconds per graph on a busy 2-core host, so these are ``slow`` (nightly).
+CPU inductor compiles for tens of seconds per graph on a busy 2-core host (8 s and 37 s measured), so these
+are ``slow`` and run in the nightly profile only (``--hypothesis-profile nightly``), or with
+GPT_PROPERTIES_COMPILE=1; the default run skips them with that reason.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 
 from gpt.config import Config
 from gpt.loss import cross_entropy
@@ -13,6 +18,12 @@ from properties.harness import assert_low_precision, gpt_only
 
 CONFIG = Config(vocab_size=17, n_layer=2, n_embd=16, n_head=4, n_query_groups=2, block_size=12,
                 padding_multiple=1, position_embedding="rope")
+
+
+@pytest.fixture(autouse=True)
+def _nightly_only():
+    if settings.get_current_profile_name() != "nightly" and os.environ.get("GPT_PROPERTIES_COMPILE") != "1":
+        pytest.skip("torch.compile on CPU inductor costs 10-40 s: nightly profile or GPT_PROPERTIES_COMPILE=1")
 
 
 def _build(dtype):
