@@ -22,6 +22,9 @@ from properties.test_ddp import ddp_pool, subject_spec  # noqa: F401  (the sessi
 from strategies import seeds, token_batches
 
 IGNORE = -100
+NIGHTLY = settings.get_current_profile_name() == "nightly"
+# depth for the nightly profile: the default run keeps one FSDP2 and one TP configuration (budget)
+deep = pytest.mark.skipif(not NIGHTLY, reason="extra configuration: runs in the nightly profile")
 
 
 def _job(pool, spec, config, seed, idx, y, engine, steps, broken=None, checkpoint=False) -> list:
@@ -40,7 +43,7 @@ def _uneven_targets(idx: torch.Tensor, vocab_size: int, seed: int, keep_rank0: i
     return y
 
 
-@settings(max_examples=1 if settings.get_current_profile_name() != "nightly" else 20, deadline=None)
+@settings(max_examples=20 if NIGHTLY else 1, deadline=None)
 @given(data=st.data())
 def test_ddp_training_uneven_tokens_equals_single_process(subject, subject_spec, ddp_pool, data):
     """grad_DDP(s) = grad_single(s) within the float64 reordering bound at each of 3 AdamW steps, with the
@@ -64,7 +67,7 @@ def _fsdp_available(pool) -> None:
         pytest.skip("this torch has no torch.distributed.fsdp.fully_shard (FSDP2)")
 
 
-@pytest.mark.parametrize("tie", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["tied", "untied"])
+@pytest.mark.parametrize("tie", [True, pytest.param(False, marks=deep)], ids=["tied", "untied"])
 def test_fsdp2_training_equals_single_process(subject, subject_spec, ddp_pool, tie):
     """FSDP2 over 2 ranks, 3 AdamW steps with uneven tokens: every step's gradient and update equal the
     single-process ones (bounds as for DDP); with tie_embeddings one parameter wte.weight is lm_head.weight
@@ -133,7 +136,8 @@ def _tp_check(pool, spec, subject, config, broken=None) -> float:
     return tol
 
 
-@pytest.mark.parametrize("config", TP_CONFIGS, ids=["gptneox-mha", "llama-gqa-rope"])
+@pytest.mark.parametrize("config", [TP_CONFIGS[0], pytest.param(TP_CONFIGS[1], marks=deep)],
+                         ids=["gptneox-mha", "llama-gqa-rope"])
 def test_tensor_parallel_equals_single_process(subject, subject_spec, ddp_pool, config):
     """parallelize_module over 2 ranks (column/row-parallel attention and MLP, vocabulary-parallel head):
     logits and every (gathered) gradient equal the single-process ones within the float64 reordering

@@ -116,7 +116,7 @@ def _check_checkpointing(subject, config, seed, idx, y, preserve_rng_state: bool
     _assert_grads_close(got, ref, config, idx.numel(), "activation checkpointing vs plain")
 
 
-@settings(max_examples=4)
+@settings(max_examples=2)
 @given(data=st.data())
 def test_activation_checkpointing_changes_nothing(subject, data):
     """Per-block activation checkpointing (use_reentrant=False, preserve_rng_state=True) recomputes each
