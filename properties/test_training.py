@@ -20,6 +20,13 @@ from properties.harness import build, draw_config, gpt_only, requires
 from strategies import seeds, token_batches
 
 IGNORE = -100
+# the default run draws a few examples (budget); the nightly profile keeps its own depth
+NIGHTLY = settings.get_current_profile_name() == "nightly"
+
+
+def few(n: int) -> int:
+    return 100 if NIGHTLY else n
+
 EPS32 = torch.finfo(torch.float32).eps
 
 
@@ -53,7 +60,7 @@ def _accumulated(subject, config, seed, idx, y, k: int):
     return loss, _grads(model)
 
 
-@settings(max_examples=6)
+@settings(max_examples=few(6))
 @given(data=st.data())
 def test_accumulation_equals_full_batch(subject, data):
     """With N = #{t : y_t != ignore} over the whole batch and micro-batches B_1..B_k of it,
@@ -116,7 +123,7 @@ def _check_checkpointing(subject, config, seed, idx, y, preserve_rng_state: bool
     _assert_grads_close(got, ref, config, idx.numel(), "activation checkpointing vs plain")
 
 
-@settings(max_examples=2)
+@settings(max_examples=few(2))
 @given(data=st.data())
 def test_activation_checkpointing_changes_nothing(subject, data):
     """Per-block activation checkpointing (use_reentrant=False, preserve_rng_state=True) recomputes each
@@ -146,7 +153,7 @@ def test_checkpointing_without_rng_preservation_is_caught(subject):
 
 
 # ---------------------------------------------------------------------------------------------- 5
-@settings(max_examples=4)
+@settings(max_examples=few(4))
 @given(data=st.data())
 def test_mode_cycling_keeps_train_outputs(subject, data):
     """f_train(x; seed) before == f_train(x; seed) after model.train() -> eval() (one eval forward) -> train():
