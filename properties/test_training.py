@@ -159,7 +159,7 @@ def test_mode_cycling_keeps_train_outputs(subject, data):
     """f_train(x; seed) before == f_train(x; seed) after model.train() -> eval() (one eval forward) -> train():
     switching modes toggles dropout only and leaves no state behind (bitwise)."""
     requires(subject, "dropout")
-    config = draw_config(data, subject).replace(**DROPOUT)
+    config = draw_config(data, subject, dropout=True)  # the dropout probabilities this subject can express
     seed = data.draw(seeds(), label="seed")
     idx = data.draw(token_batches(config, max_batch=2), label="idx")
     model = build(subject, config, seed, train=True)
