@@ -48,6 +48,7 @@ def _forward_and_grads(fn, model, idx, y):
     return logits.detach(), [p.grad.detach().clone() for p in model.parameters()]
 
 
+@pytest.mark.gpt_internal
 @pytest.mark.slow
 def test_compiled_forward_and_grads_match_eager(subject):
     """|f_compiled32 - f64| <= 2 |f_eager32 - f64| + floor for the logits and every gradient (the
@@ -68,6 +69,7 @@ def test_compiled_forward_and_grads_match_eager(subject):
         assert_low_precision(c, e, r, 2, f"compiled gradient of parameter {i}", accumulation_scale=r.abs().max().item())
 
 
+@pytest.mark.gpt_internal
 @pytest.mark.slow
 def test_compiled_cached_decoding_matches_eager(subject):
     """The same rule for cached decoding (prefill of 6 tokens, then 1-token steps with a tensor input_pos),

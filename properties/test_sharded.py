@@ -67,6 +67,7 @@ def _fsdp_available(pool) -> None:
         pytest.skip("this torch has no torch.distributed.fsdp.fully_shard (FSDP2)")
 
 
+@pytest.mark.gpt_internal
 @pytest.mark.parametrize("tie", [True, pytest.param(False, marks=deep)], ids=["tied", "untied"])
 def test_fsdp2_training_equals_single_process(subject, subject_spec, ddp_pool, tie):
     """FSDP2 over 2 ranks, 3 AdamW steps with uneven tokens: every step's gradient and update equal the
@@ -88,6 +89,7 @@ def test_fsdp2_training_equals_single_process(subject, subject_spec, ddp_pool, t
     print(f"FSDP2 (tied={tie}): worst error / bound {worst}")
 
 
+@pytest.mark.gpt_internal
 @pytest.mark.parametrize("engine,broken", [("ddp", "dp_ranks_one"), ("ddp", "local_tokens"),
                                            ("fsdp", "dp_ranks_one"), ("fsdp", "local_tokens"),
                                            ("fsdp", "untie")])
@@ -136,6 +138,7 @@ def _tp_check(pool, spec, subject, config, broken=None) -> float:
     return tol
 
 
+@pytest.mark.gpt_internal
 @pytest.mark.parametrize("config", [TP_CONFIGS[0], pytest.param(TP_CONFIGS[1], marks=deep)],
                          ids=["gptneox-mha", "llama-gqa-rope"])
 def test_tensor_parallel_equals_single_process(subject, subject_spec, ddp_pool, config):
@@ -147,6 +150,7 @@ def test_tensor_parallel_equals_single_process(subject, subject_spec, ddp_pool, 
     _tp_check(ddp_pool, subject_spec, subject, config)
 
 
+@pytest.mark.gpt_internal
 def test_broken_tensor_parallel_is_caught(subject, subject_spec, ddp_pool):
     """Power check: the naive column split of the fused qkv (rank 0 gets all q rows, rank 1 k and v)."""
     gpt_only(subject)

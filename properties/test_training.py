@@ -82,6 +82,7 @@ def test_accumulation_equals_full_batch(subject, data):
     _assert_grads_close(got, ref, config, idx.numel(), f"{k} micro-batches vs one batch")
 
 
+@pytest.mark.gpt_internal
 def test_cross_entropy_conventions():
     """Pieces with reduction='token_mean' and the global count add up to 'mean' of the whole; ignored targets
     contribute nothing; bad arguments raise naming the argument."""
@@ -123,6 +124,7 @@ def _check_checkpointing(subject, config, seed, idx, y, preserve_rng_state: bool
     _assert_grads_close(got, ref, config, idx.numel(), "activation checkpointing vs plain")
 
 
+@pytest.mark.gpt_internal
 @settings(max_examples=few(2))
 @given(data=st.data())
 def test_activation_checkpointing_changes_nothing(subject, data):
@@ -138,6 +140,7 @@ def test_activation_checkpointing_changes_nothing(subject, data):
     _check_checkpointing(subject, config, seed, idx, _targets(data, idx, config.vocab_size))
 
 
+@pytest.mark.gpt_internal
 def test_checkpointing_without_rng_preservation_is_caught(subject):
     """Power check: recomputing with fresh dropout masks (preserve_rng_state=False, the OLMo-core #828
     class) gives gradients of a different sample, and the check reports it."""
@@ -153,6 +156,7 @@ def test_checkpointing_without_rng_preservation_is_caught(subject):
 
 
 # ---------------------------------------------------------------------------------------------- 5
+@pytest.mark.needs("dropout")
 @settings(max_examples=few(4))
 @given(data=st.data())
 def test_mode_cycling_keeps_train_outputs(subject, data):
@@ -194,6 +198,7 @@ def trajectory(config, seed: int, idx, y, steps: int, dtype, impl: str, lr: floa
     return losses
 
 
+@pytest.mark.gpt_internal
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_fused_adamw_trajectory_matches_foreach(subject, device):
     """16 overfit steps, fused vs foreach AdamW (Liger-Kernel-style convergence check).
