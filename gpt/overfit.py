@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 from .bench import DTYPES, PeakMemory, autocast, resolve_device, versions
 from .config import Config
+from .loss import cross_entropy
+from .train import TrainStep
 from .data import CorpusNotFoundError, fixed_batch, load_corpus, sha256_of, synthetic_tokens
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -122,10 +123,13 @@ def train(cfg) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
-    def loss_fn() -> torch.Tensor:
+    def forward(idx: torch.Tensor) -> torch.Tensor:
         with autocast(device, dtype):
-            logits = model(x)
-        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+            return model(idx)
+
+    t = cfg.train
+    step = TrainStep(model, micro_batches=int(t.micro_batches), checkpoint=bool(t.checkpoint),
+                     compile=bool(t.compile), forward=forward, scaler=scaler)
 
     print(f"overfit: {config.name} ({config.param_count() / 1e6:.2f}M params), batch {tuple(x.shape)}, "
           f"{data_info['source']}, {device}, {cfg.dtype}, {o.max_iters} iters at lr {o.lr:g}", flush=True)
@@ -138,12 +142,9 @@ def train(cfg) -> dict:
         lr = lr_at(it, o)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = loss_fn()
         opt.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-        else:
-            scaler.scale(loss).backward()
+        loss = step(x, y)  # forward and backward over train.micro_batches pieces, token-mean loss
+        if scaler is not None:
             scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
         if o.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
@@ -161,7 +162,7 @@ def train(cfg) -> dict:
     bar.close()
     train_s = time.perf_counter() - t_train
     with torch.no_grad():
-        final_loss = loss_fn().item()  # the loss after the last update, which the threshold judges
+        final_loss = cross_entropy(step.forward(x), y, reduction="mean").item()  # the loss after the last update, which the threshold judges
     tokens = x.numel() * o.max_iters
     return {
         "passed": bool(final_loss <= cfg.max_final_loss),  # False for NaN too

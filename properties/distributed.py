@@ -286,6 +286,15 @@ def _rank_job(job: dict, rank: int, world_size: int, device: torch.device) -> di
     spec = job["subject"]
     if spec not in _SUBJECTS:
         _SUBJECTS[spec] = load_subject(spec)
+    kind = job.get("kind", "ddp_step")
+    if kind == "train":  # multi-step DDP / FSDP2 training (properties.sharded)
+        from properties.sharded import rank_job
+
+        return rank_job(job, rank, world_size, device, _SUBJECTS[spec])
+    if kind == "tp":  # tensor parallel forward and backward (properties.tensor_parallel)
+        from properties.tensor_parallel import rank_job
+
+        return rank_job(job, rank, world_size, device, _SUBJECTS[spec])
     share = job["idx"].size(0) // world_size
     rows = slice(rank * share, (rank + 1) * share)
     return train_step(_SUBJECTS[spec], Config.from_dict(job["config"]), job["seed"], job["idx"][rows],
@@ -422,3 +431,18 @@ class DDPPool:
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+
+_SHARED: dict = {}
+
+
+def shared_pool(backend: str, world_size: int, devices: list) -> DDPPool:
+    """One pool per (backend, world size, devices) and process, shared by every test module that needs ranks
+    (DDP, multi-step DDP/FSDP2 training): start-up is paid once per session. Closed at interpreter exit."""
+    import atexit
+
+    key = (backend, world_size, tuple(str(d) for d in devices))
+    if key not in _SHARED:
+        _SHARED[key] = DDPPool(backend, world_size, devices)
+        atexit.register(_SHARED[key].close)
+    return _SHARED[key]

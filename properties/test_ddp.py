@@ -19,7 +19,7 @@ import torch
 from hypothesis import given, note, strategies as st
 
 from gpt.config import Config
-from properties.distributed import BROKEN_HOOKS, DDPCase, DDPPool, check_case, default_devices
+from properties.distributed import BROKEN_HOOKS, DDPCase, DDPPool, check_case, default_devices, shared_pool
 from properties.harness import draw_config, gpt_only
 from properties.subject import ENV_VAR
 from strategies import seeds, token_batches
@@ -46,9 +46,7 @@ def ddp_pool(request):
     if not torch.distributed.is_available():
         pytest.skip("this torch build has no torch.distributed")
     devices = _nccl_devices() if backend == "nccl" else default_devices(backend, WORLD_SIZE)
-    pool = DDPPool(backend, WORLD_SIZE, devices)
-    yield pool
-    pool.close()
+    yield shared_pool(backend, WORLD_SIZE, devices)  # one pool per session, shared with test_sharded.py
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,10 @@ BUG_CLASSES: dict[str, str] = {
     "ring-buffer-cache": "windowed (ring-buffer) KV cache indexed, ordered or filled wrongly",
     "softcap": "soft-capping after the mask, without the rescale, on the wrong tensor or dropped by a kernel",
     "attention-sinks": "sink logit shared across heads, added to the numerator, or with the wrong sign",
+    "loss-normalisation": "loss averaged per micro-batch or per rank, or divided twice, instead of over the "
+                          "global batch's non-ignored tokens",
+    "ignore-index": "ignored targets (padding, prompt) counted in the loss or in its token count",
+    "checkpoint-rng": "activation checkpointing recomputes with different dropout masks",
 }
 REQUIRED_BUG_CLASSES: tuple[str, ...] = tuple(list(BUG_CLASSES)[:24])
 
@@ -637,6 +641,45 @@ MUTANTS: list[Mutant] = [
        "config.py",
        "sinks = self.n_head if self.attention_sinks else 0",
        "sinks = 0"),
+]
+
+# ------------------------------------------------------------------ training step (engineer "train")
+MUTANTS += [
+    _m("accumulation_mean_per_micro_batch", "loss-normalisation",
+       "each micro-batch's loss is its own token mean, averaged over micro-batches (trl#2175)",
+       "train.py",
+       'loss = cross_entropy(logits, y, self.ignore_index, reduction="token_mean", num_tokens=n)',
+       'loss = cross_entropy(logits, y, self.ignore_index, reduction="mean") / self.micro_batches'),
+    _m("accumulation_tokens_per_micro_batch", "loss-normalisation",
+       "the token count is taken per micro-batch, so the pieces' token means are summed",
+       "train.py",
+       'reduction="token_mean", num_tokens=n)',
+       'reduction="token_mean", num_tokens=max(1, count_tokens(y, self.ignore_index)))'),
+    _m("loss_divided_twice", "loss-normalisation",
+       "the token-mean loss is divided by the token count a second time",
+       "loss.py",
+       "    return total / num_tokens",
+       "    return total / num_tokens / num_tokens"),
+    _m("ignore_index_not_ignored", "ignore-index",
+       "ignored targets are clamped to token 0 and counted in the loss",
+       "loss.py",
+       "total = F.cross_entropy(z, targets.reshape(-1), ignore_index=ignore_index, reduction=\"sum\")",
+       "total = F.cross_entropy(z, targets.reshape(-1).clamp(min=0), reduction=\"sum\")"),
+    _m("ignored_tokens_counted", "ignore-index",
+       "the token count includes ignored targets (the mean divides by all positions)",
+       "loss.py",
+       "    return int((targets != ignore_index).sum())",
+       "    return targets.numel()"),
+    _m("checkpoint_without_rng_state", "checkpoint-rng",
+       "activation checkpointing does not preserve the RNG state, so recomputed dropout masks differ",
+       "train.py",
+       "use_reentrant=False, preserve_rng_state=self.preserve_rng_state,",
+       "use_reentrant=False, preserve_rng_state=False,"),
+    _m("data_parallel_loss_not_rescaled", "loss-normalisation",
+       "under DDP the global-token mean is averaged over ranks again (divided by the world size twice)",
+       "train.py",
+       "loss = loss * self.dp_ranks",
+       "loss = loss"),
 ]
 
 BY_NAME: dict[str, Mutant] = {m.name: m for m in MUTANTS}
