@@ -28,7 +28,7 @@ from properties.subject import Subject
 from strategies.space import ConfigSpace
 
 HF_CAPABILITIES = frozenset({"kv_cache", "positions", "inputs_embeds", "dropout", "param_count", "init_scale",
-                             "low_precision"})
+                             "low_precision", "reference_weights", "residual_projections"})
 # not claimed: "save_load" (the checkpoint property needs a load that refuses a mismatched gpt Config by
 # field name, which from_pretrained does not do) and "input_validation" (HF raises IndexError or nothing
 # for out-of-range ids and over-long sequences, not errors naming the problem).
@@ -39,10 +39,19 @@ class HFSubject(Subject):
     hf_class: str = ""
     capabilities = HF_CAPABILITIES
 
+    # the output projections of the residual branches, per family (attention output, MLP down projection)
+    residual_suffixes: tuple = ()
+
     def __init__(self, exact_float64: bool = True) -> None:
         self.exact_float64 = exact_float64
         if not exact_float64:
             self.name = self.name + "-raw"
+        from properties.weight_map import transformers
+
+        self.weight_map = transformers(self.family)  # gpt.convert_hf's conversion, checked against HF
+
+    def residual_projections(self, model) -> list:
+        return [n for n, _ in model.named_parameters() if n.endswith(self.residual_suffixes)]
 
     # ------------------------------------------------------------------ build
     def build(self, config: Config, seed: int, dtype=torch.float64, device="cpu") -> nn.Module:
@@ -110,6 +119,7 @@ class HFGPT2Subject(HFSubject):
 
     name = "hf-gpt2"
     family, hf_class = "gpt2", "GPT2LMHeadModel"
+    residual_suffixes = tuple(f".{m}.c_proj.{s}" for m in ("attn", "mlp") for s in ("weight", "bias"))
     space = ConfigSpace(
         positions=("learned",), norms=("LayerNorm",), mlps=("GptNeoxMLP",),
         bias=(True,),  # Conv1D and LayerNorm always carry biases
@@ -131,6 +141,7 @@ class HFNeoXSubject(HFSubject):
 
     name = "hf-neox"
     family, hf_class = "gpt_neox", "GPTNeoXForCausalLM"
+    residual_suffixes = tuple(f".{m}.{s}" for m in ("attention.dense", "mlp.dense_4h_to_h") for s in ("weight", "bias"))
     space = ConfigSpace(
         positions=("rope",), norms=("LayerNorm",), mlps=("GptNeoxMLP",),
         bias=(True,),  # the MLP and the LayerNorms always carry biases
@@ -156,6 +167,7 @@ class HFLlamaSubject(HFSubject):
 
     name = "hf-llama"
     family, hf_class = "llama", "LlamaForCausalLM"
+    residual_suffixes = tuple(f".{m}.{s}" for m in ("self_attn.o_proj", "mlp.down_proj") for s in ("weight", "bias"))
     space = ConfigSpace(
         positions=("rope",), norms=("RMSNorm",),
         mlps=("LLaMAMLP", "GemmaMLP"),  # hidden_act silu, or a GELU (exact / tanh) for the GeGLU variant
