@@ -33,6 +33,7 @@ gradients back (for W' = P(W), dL/dW = P^-1(dL/dW')).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -171,9 +172,12 @@ class WeightMap:
 
     def _apply(self, source: Mapping[str, Tensor], config: Config, to_subject: bool) -> dict:
         out, used = {}, set()
+        layout = reference_names(config)
         for r in self.rules:
             fn = r.forward if to_subject else r.backward
             for ref_names, sub_names in r.expand(config):
+                if not set(ref_names) <= layout:
+                    continue  # the reference has no such tensor for this config (a bias, fc_1 of a gated MLP)
                 src, dst = (ref_names, sub_names) if to_subject else (sub_names, ref_names)
                 present = [n in source for n in src]
                 if not any(present):
@@ -192,6 +196,17 @@ class WeightMap:
             side = "reference" if to_subject else "subject"
             raise ValueError(f"weight map: {side} tensors no rule maps: {unmapped}")
         return out
+
+
+@functools.lru_cache(maxsize=256)
+def reference_names(config: Config) -> frozenset:
+    """The names in ``gpt.GPT(config).state_dict()`` (built on the meta device: no memory, no init)."""
+    import torch
+
+    from gpt import GPT
+
+    with torch.device("meta"):
+        return frozenset(GPT(config).state_dict())
 
 
 def _is_tied_alias(name: str, source: Mapping[str, Tensor], used: set) -> bool:
