@@ -39,6 +39,11 @@ pytestmark = pytest.mark.needs("reference_weights")
 
 def _draw(subject, data, min_len: int = 1):
     """(config, reference, subject model with the reference's weights, idx, scaled)."""
+    from properties.subject import GPTSubject
+
+    if isinstance(subject, GPTSubject):  # stated reason, not a special case: it would compare gpt with itself
+        pytest.skip("the reference is gpt.GPT itself: on a gpt subject this differential is an identity "
+                    "(gpt is checked against transformers in test_hf_differential)")
     config = draw_config(data, subject)
     seed = data.draw(seeds(), label="seed")
     scaled = data.draw(st.booleans(), label="scaled x20")

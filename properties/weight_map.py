@@ -200,13 +200,24 @@ class WeightMap:
 
 @functools.lru_cache(maxsize=256)
 def reference_names(config: Config) -> frozenset:
-    """The names in ``gpt.GPT(config).state_dict()`` (built on the meta device: no memory, no init)."""
+    """The names in ``gpt.GPT(config).state_dict()``. They depend on the structural fields only, so a
+    copy of the config with every size at its minimum is built (on the CPU: building on the meta device
+    costs seconds of one-time set-up), under a forked RNG so the caller's random stream is untouched."""
     import torch
 
     from gpt import GPT
 
-    with torch.device("meta"):
-        return frozenset(GPT(config).state_dict())
+    try:
+        small = config.replace(vocab_size=2, padding_multiple=1, padded_vocab_size=2, block_size=2, n_embd=2,
+                               n_head=1, head_size=2, n_query_groups=1, intermediate_size=1,
+                               rotary_percentage=1.0)
+    except ValueError:  # a field constrained by the sizes: build the real shapes
+        small = config
+    with torch.random.fork_rng(devices=[]):
+        names = frozenset(GPT(small).state_dict())
+    if small is not config and small.n_layer != config.n_layer:
+        raise AssertionError("reference_names: the layer count must be kept")
+    return names
 
 
 def _is_tied_alias(name: str, source: Mapping[str, Tensor], used: set) -> bool:
