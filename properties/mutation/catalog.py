@@ -358,6 +358,22 @@ MUTANTS: list[Mutant] = [
        "config.py",
        "self.qkv_size * int(self.qkv_bias)",
        "self.qkv_size * b"),
+    # ------------------------------------------------------------------ weight layouts, config-liveness (refdiff)
+    _m("rope_interleave_pairs_reversed", "rope-rotate-half",
+       "rotate-half -> adjacent-pair weight permutation pairs (i + n/2, i) instead of (i, i + n/2)",
+       "weight_layout.py",
+       "rot = torch.stack([torch.arange(h), torch.arange(h) + h], dim=1)",
+       "rot = torch.stack([torch.arange(h) + h, torch.arange(h)], dim=1)"),
+    _m("grouped_qkv_order_swapped", "qkv-layout",
+       "per-group (GPT-NeoX) qkv layout written as (q, v, k) instead of (q, k, v)",
+       "weight_layout.py",
+       "return torch.cat([q, k, v], dim=1).reshape(t.shape)",
+       "return torch.cat([q, v, k], dim=1).reshape(t.shape)"),
+    _m("rope_base_hardcoded", "config-ignored",
+       "RoPE inverse frequencies use a hard-coded base 10000 instead of config.rope_base",
+       "embedding.py",
+       "inv_freq = base ** (",
+       "inv_freq = 10000.0 ** ("),
 ]
 
 BY_NAME: dict[str, Mutant] = {m.name: m for m in MUTANTS}
