@@ -58,3 +58,35 @@ def score_bound(model: GPT) -> float:
         k = torch.linalg.matrix_norm(wk, ord=2).item() * x + bk
         S = max(S, q * k / math.sqrt(c.head_size))
     return S
+
+
+def norm_backward_scale(model: GPT, run) -> float:
+    """max over the reference's norm layers of sqrt(C) max|g| max|dL/dy| / min_token sigma, recorded while
+    ``run()`` does a forward and backward pass of ``model``.
+
+    A norm's backward (dy - mean(dy) - x_hat mean(dy x_hat)) g / sigma sums terms as large as
+    sqrt(C) |g dy| / sigma that may cancel almost completely (LayerNorm over two features saturates to
+    +-g: its exact gradient is ~ eps / sigma^3, its terms ~ 1 / sigma); its rounding error is u times that
+    scale, however small the result. sigma = sqrt(var + eps) (LayerNorm) or sqrt(mean(x^2) + eps) (RMSNorm).
+    """
+    found, handles = [], []
+    c = model.config
+
+    def forward_hook(module, args, out):
+        x = args[0].detach()
+        stat = x.var(-1, unbiased=False) if c.norm_class_name == "LayerNorm" else x.pow(2).mean(-1)
+        module._sigma_min = torch.sqrt(stat + c.norm_eps).min().item()
+
+    def backward_hook(module, grad_in, grad_out):
+        g = module.weight.abs().max().item() if getattr(module, "weight", None) is not None else 1.0
+        found.append(math.sqrt(c.n_embd) * g * grad_out[0].abs().max().item() / module._sigma_min)
+
+    norms = [m for m in model.modules() if type(m).__name__ in ("LayerNorm", "RMSNorm")]
+    for m in norms:
+        handles += [m.register_forward_hook(forward_hook), m.register_full_backward_hook(backward_hook)]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return max(found, default=0.0)
