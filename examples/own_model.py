@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from gpt.config import Config
 from properties.subject import Subject
+from properties.weight_map import WeightMap, fused_gate_up, rename, vocab
 from strategies.space import ConfigSpace
 
 
@@ -176,13 +177,33 @@ def make(config: Config) -> nn.Module:
     return OwnGPT(config)
 
 
+# The reference's weights (gpt.GPT's names) in this model's names: the fixed-weight differential loads the
+# same weights into both and compares logits, gradients and cached decoding. Our fused qkv is already the
+# reference's [q | k | v] and our RoPE its rotate-half pairing, so every rule is a rename, except the gated
+# MLP's fused [gate | up] input projection.
+_B = "blocks.{i}."
+WEIGHTS = WeightMap(
+    [vocab("wte.weight", "tok.weight"), rename("wpe.weight", "pos.weight"), vocab("lm_head.weight", "head.weight"),
+     *[fused_gate_up(_B + f"mlp.fc_1.{s}", _B + f"mlp.fc_2.{s}", _B + f"mlp.up.{s}") for s in ("weight", "bias")],
+     *[rename(_B + f"{ref}.{s}", _B + f"{own}.{s}") for s in ("weight", "bias") for ref, own in (
+         ("norm_1", "norm_1"), ("norm_2", "norm_2"), ("attn.qkv", "attn.qkv"), ("attn.proj", "attn.out"),
+         ("mlp.fc", "mlp.up"), ("mlp.proj", "mlp.down"))],
+     rename("norm_f.weight", "norm.weight"), rename("norm_f.bias", "norm.bias")])
+
+
 class OwnSubject(Subject):
     """The same model with capabilities: ``pytest --subject examples.own_model:OwnSubject``."""
 
     name = "own-model"
     capabilities = frozenset({"kv_cache", "positions", "inputs_embeds", "dropout", "init_scale", "param_count",
-                              "attention_mask", "position_ids", "packing", "batched_generation"})
+                              "attention_mask", "position_ids", "packing", "batched_generation",
+                              "reference_weights", "residual_projections"})
     space = ConfigSpace(backends=("sdpa",))  # one attention implementation; every architecture axis
+    weight_map = WEIGHTS
+
+    def residual_projections(self, model):
+        return [n for n, _ in model.named_parameters() if n.endswith((".attn.out.weight", ".attn.out.bias",
+                                                                    ".mlp.down.weight", ".mlp.down.bias"))]
 
     def build(self, config, seed, dtype=torch.float64, device="cpu"):
         torch.manual_seed(seed)

@@ -40,6 +40,7 @@ from torch.overrides import TorchFunctionMode
 from .config import Config
 from .loading import common_dtype, load_into, read_tensors
 from .model import GPT
+from .weight_layout import blocks_to_grouped, grouped_to_blocks, pad_rows, transpose
 
 FAMILIES = ("gpt2", "gpt_neox", "llama")
 _HF_CLASSES = {"gpt2": "GPT2LMHeadModel", "gpt_neox": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM"}
@@ -251,13 +252,11 @@ _TOP = {"gpt2": dict(wte="transformer.wte.weight", wpe="transformer.wpe.weight",
 
 def _neox_to_blocks(t: Tensor, n_head: int, head_size: int) -> Tensor:
     """Rows (head, {q,k,v}, hs) -> ({q,k,v}, head, hs), i.e. [q | k | v]."""
-    rest = t.shape[1:]
-    return t.reshape(n_head, 3, head_size, *rest).transpose(0, 1).reshape(3 * n_head * head_size, *rest)
+    return grouped_to_blocks(t, n_head, n_head, head_size)
 
 
 def _blocks_to_neox(t: Tensor, n_head: int, head_size: int) -> Tensor:
-    rest = t.shape[1:]
-    return t.reshape(3, n_head, head_size, *rest).transpose(0, 1).reshape(3 * n_head * head_size, *rest)
+    return blocks_to_grouped(t, n_head, n_head, head_size)
 
 
 def state_dict_to_hf(state_dict: Mapping[str, Tensor], config: Config, family: Optional[str] = None) -> dict:
@@ -281,7 +280,7 @@ def state_dict_to_hf(state_dict: Mapping[str, Tensor], config: Config, family: O
             qkv = sd.get(b + "attn.qkv." + suffix)
             proj = sd.get(b + "attn.proj." + suffix)
             if family == "gpt2":
-                t = lambda x: x.t() if suffix == "weight" else x  # noqa: E731  Conv1D is (in, out)
+                t = transpose  # Conv1D is (in, out)
                 out[f"{n['qkv']}.{suffix}"] = t(qkv)
                 out[f"{n['proj']}.{suffix}"] = t(proj)
                 out[f"{n['fc']}.{suffix}"] = t(sd[b + "mlp.fc." + suffix])
@@ -348,7 +347,7 @@ def state_dict_from_hf(hf_state_dict: Mapping[str, Tensor], config: Config, fami
         suffixes = ("weight", "bias") if has_bias else ("weight",)
         for suffix in suffixes:
             if family == "gpt2":
-                t = lambda x: x.t() if suffix == "weight" else x  # noqa: E731
+                t = transpose
                 out[b + "attn.qkv." + suffix] = t(take(f"{n['qkv']}.{suffix}"))
                 out[b + "attn.proj." + suffix] = t(take(f"{n['proj']}.{suffix}"))
                 out[b + "mlp.fc." + suffix] = t(take(f"{n['fc']}.{suffix}"))
@@ -404,9 +403,7 @@ def _take_norm(out: dict, ours: str, hf_name: str, take, maybe, config: Config) 
 
 
 def _pad_rows(t: Tensor, rows: int) -> Tensor:
-    if t.size(0) == rows:
-        return t
-    return torch.cat([t, t.new_zeros(rows - t.size(0), *t.shape[1:])])
+    return pad_rows(t, rows)
 
 
 def _check_shape(t: Tensor, shape: tuple, name: str) -> None:

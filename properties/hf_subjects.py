@@ -29,7 +29,8 @@ from properties.subject import Subject
 from strategies.space import ConfigSpace
 
 HF_CAPABILITIES = frozenset({"kv_cache", "positions", "inputs_embeds", "dropout", "param_count", "init_scale",
-                             "low_precision", "sampler", "generate", "attention_mask", "position_ids", "packing", "batched_generation"})
+                             "low_precision", "sampler", "generate", "attention_mask", "position_ids", "packing",
+                             "batched_generation", "reference_weights", "residual_projections"})
 # attention_mask / position_ids: every *ForCausalLM takes both; HF derives no positions from the mask in
 # forward (only generate does), so the adapter passes cumsum(mask) - 1 itself, as generate would.
 # packing: transformers 5 builds a block-diagonal mask from position_ids that restart (masking_utils.
@@ -49,12 +50,20 @@ class HFSubject(Subject):
     capabilities = HF_CAPABILITIES
 
     hf_float32_islands: frozenset = frozenset()  # what HF computes in float32 inside a float64 model
+    # the output projections of the residual branches, per family (attention output, MLP down projection)
+    residual_suffixes: tuple = ()
 
     def __init__(self, exact_float64: bool = True) -> None:
         self.exact_float64 = exact_float64
         if not exact_float64:  # HF as it is: declared, so the bounds follow float32 there
             self.name = self.name + "-raw"
             self.float32_islands = self.hf_float32_islands
+        from properties.weight_map import transformers
+
+        self.weight_map = transformers(self.family)  # gpt.convert_hf's conversion, checked against HF
+
+    def residual_projections(self, model) -> list:
+        return [n for n, _ in model.named_parameters() if n.endswith(self.residual_suffixes)]
 
     # ------------------------------------------------------------------ build
     def build(self, config: Config, seed: int, dtype=torch.float64, device="cpu") -> nn.Module:
@@ -190,6 +199,7 @@ class HFGPT2Subject(HFSubject):
 
     name = "hf-gpt2"
     family, hf_class = "gpt2", "GPT2LMHeadModel"
+    residual_suffixes = tuple(f".{m}.c_proj.{s}" for m in ("attn", "mlp") for s in ("weight", "bias"))
     space = ConfigSpace(
         positions=("learned",), norms=("LayerNorm",), mlps=("GptNeoxMLP",),
         bias=(True,),  # Conv1D and LayerNorm always carry biases
@@ -212,6 +222,7 @@ class HFNeoXSubject(HFSubject):
     name = "hf-neox"
     family, hf_class = "gpt_neox", "GPTNeoXForCausalLM"
     hf_float32_islands = frozenset({"rope", "softmax"})
+    residual_suffixes = tuple(f".{m}.{s}" for m in ("attention.dense", "mlp.dense_4h_to_h") for s in ("weight", "bias"))
     space = ConfigSpace(
         positions=("rope",), norms=("LayerNorm",), mlps=("GptNeoxMLP",),
         bias=(True,),  # the MLP and the LayerNorms always carry biases
@@ -238,6 +249,7 @@ class HFLlamaSubject(HFSubject):
     name = "hf-llama"
     family, hf_class = "llama", "LlamaForCausalLM"
     hf_float32_islands = frozenset({"rmsnorm", "rope", "softmax"})
+    residual_suffixes = tuple(f".{m}.{s}" for m in ("self_attn.o_proj", "mlp.down_proj") for s in ("weight", "bias"))
     space = ConfigSpace(
         positions=("rope",), norms=("RMSNorm",),
         mlps=("LLaMAMLP", "GemmaMLP"),  # hidden_act silu, or a GELU (exact / tanh) for the GeGLU variant

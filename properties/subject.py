@@ -42,6 +42,9 @@ CAPABILITIES = {
     "packing": "packed sequences: logits_packed(model, idx, segment_ids), attention within a segment only, "
                "positions restarting at 0 in each segment",
     "batched_generation": "greedy generation of a left-padded batch: generate_greedy(model, idx, n, attention_mask=)",
+    "reference_weights": "loads gpt.GPT's weights for a config and maps its tensors back (load_reference, "
+                         "to_reference; usually through a properties.weight_map.WeightMap)",
+    "residual_projections": "names the residual branches' output projections (residual_projections)",
 }
 
 
@@ -147,6 +150,29 @@ class Subject:
         """(B, T + max_new_tokens), distributed as ``generate(target, ...)``, drafted k tokens at a time."""
         raise NotImplementedError
 
+    # capability "reference_weights": a WeightMap (properties.weight_map) or an override of both methods
+    weight_map = None
+
+    def load_reference(self, model: nn.Module, state_dict, config: Config) -> None:
+        """Load the reference's weights (``gpt.GPT(config).state_dict()`` names and layout) into ``model``."""
+        if self.weight_map is None:
+            raise NotImplementedError
+        from properties.weight_map import load_into
+
+        load_into(model, self.weight_map.to_subject(state_dict, config))
+
+    def to_reference(self, model: nn.Module, tensors, config: Config) -> dict:
+        """``tensors`` named as ``model``'s (its parameters or their gradients) in the reference's layout."""
+        if self.weight_map is None:
+            raise NotImplementedError
+        return self.weight_map.to_reference(tensors, config)
+
+    # capability "residual_projections"
+    def residual_projections(self, model: nn.Module) -> list:
+        """Names (as in ``model.named_parameters()``) of every residual branch's output projection:
+        attention output and MLP down projection weights and biases; zeroed, each block is the identity."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"<subject {self.name}>"
 
@@ -249,6 +275,18 @@ class GPTSubject(Subject):
 
         gen = torch.Generator(device=idx.device).manual_seed(seed)
         return speculative(target, draft, idx, max_new_tokens, k, temperature, top_k, top_p, gen)
+    def load_reference(self, model, state_dict, config):
+        model.load_state_dict(state_dict)
+
+    def to_reference(self, model, tensors, config):
+        out = dict(tensors)
+        if config.tie_embeddings:  # named_parameters lists the shared tensor once
+            out.setdefault("lm_head.weight", out.get("wte.weight"))
+        return out
+
+    def residual_projections(self, model):
+        return [n for n, _ in model.named_parameters() if n.endswith((".attn.proj.weight", ".attn.proj.bias",
+                                                                    ".mlp.proj.weight", ".mlp.proj.bias"))]
 
 
 def _hf(cls_name: str) -> Callable[[], Subject]:

@@ -13,17 +13,20 @@ from pathlib import Path
 import pytest
 
 from properties.mutation import runner
-from properties.mutation.catalog import BUG_CLASSES, MUTANTS, REQUIRED_BUG_CLASSES, Mutant
+from properties.mutation.catalog import (BUG_CLASSES, EXAMPLE_FILE, EXAMPLE_MUTANTS, EXAMPLE_SUBJECT, MUTANTS,
+                                         REQUIRED_BUG_CLASSES, Mutant)
 
 pytestmark = pytest.mark.repo
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
+@pytest.mark.parametrize("mutant", MUTANTS + EXAMPLE_MUTANTS, ids=lambda m: m.name)
 def test_mutant_applies_exactly_once(mutant, tmp_path):
-    """Each edit's original snippet occurs exactly once in the current source, and the edited file parses."""
-    assert mutant.file.startswith("gpt/") and (ROOT / mutant.file).is_file(), f"{mutant.file} is not in gpt/"
+    """Each edit's original snippet occurs exactly once in the current source, and the edited file parses.
+    gpt catalog: files under gpt/; example catalog: examples/own_model.py."""
+    where = "gpt/" if mutant in MUTANTS else EXAMPLE_FILE
+    assert mutant.file.startswith(where) and (ROOT / mutant.file).is_file(), f"{mutant.file} is not {where}"
     count = mutant.count(ROOT)
     assert count == 1, f"{mutant.name} is stale: its snippet occurs {count} times in {mutant.file}"
     copy = tmp_path / mutant.file
@@ -35,10 +38,10 @@ def test_mutant_applies_exactly_once(mutant, tmp_path):
 
 def test_catalog_is_well_formed():
     """>= 30 mutants, unique snake_case names, known bug classes, one-line descriptions, real edits."""
-    assert len(MUTANTS) >= 30
-    names = [m.name for m in MUTANTS]
+    assert len(MUTANTS) >= 30 and len(EXAMPLE_MUTANTS) >= 12
+    names = [m.name for m in MUTANTS + EXAMPLE_MUTANTS]
     assert len(set(names)) == len(names), "duplicate mutant names"
-    for m in MUTANTS:
+    for m in MUTANTS + EXAMPLE_MUTANTS:
         assert re.fullmatch(r"[a-z][a-z0-9_]*", m.name), m.name
         assert m.bug_class in BUG_CLASSES, f"{m.name}: unknown bug class {m.bug_class}"
         assert m.description and "\n" not in m.description, f"{m.name}: needs a one-line description"
@@ -109,3 +112,26 @@ def test_default_selection_leaves_out_tooling_tests():
     assert "properties/test_shape_dtype.py" in tests and tests[-1] == "properties/test_gradcheck.py"
     assert not {"properties/test_smoke_commands.py", "properties/test_workflows.py",
                 "properties/test_mutation_catalog.py"} & set(tests)
+
+
+def test_example_catalog_has_the_reparametrization_and_blind_spot_classes():
+    """The example-model catalog holds the five exact reparametrizations (q/k order in the fused projection,
+    GQA tiling, RoPE sign, partial rotary on the last features, SwiGLU gate/up) and the attention scale,
+    residual and norm-eps bugs that random-weight properties miss."""
+    classes = {m.bug_class for m in EXAMPLE_MUTANTS}
+    assert {"qkv-layout", "gqa-grouping", "rope-rotate-half", "partial-rotary", "mlp-activation",
+            "attention-scale", "residual", "norm-eps-or-dim"} <= classes
+
+
+def test_example_catalog_runs_against_the_example_subject():
+    """--catalog example selects the example mutants, passes the example subject to every pytest run and
+    runs the reference differential and liveness first; the default catalog passes no --subject."""
+    args = runner.parse_args(["--catalog", "example"])
+    assert args.subject == EXAMPLE_SUBJECT and runner.select([], "example") == EXAMPLE_MUTANTS
+    cmd = runner.pytest_command(["properties"], "ci", Path("j.xml"), True, args.subject)
+    assert f"--subject={EXAMPLE_SUBJECT}" in cmd
+    assert not any(a.startswith("--subject") for a in runner.pytest_command(["p"], "ci", Path("j"), True,
+                                                                             runner.parse_args([]).subject))
+    assert runner.default_tests(ROOT, catalog="example")[0] == "properties/test_reference_differential.py"
+    with pytest.raises(SystemExit):
+        runner.select([MUTANTS[0].name], "example")

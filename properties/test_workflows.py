@@ -232,18 +232,20 @@ def test_hypothesis_database_is_cached_per_run(workflows, name, job):
 
 def test_nightly_runs_deep_suite_and_mutation_and_uploads_them(workflows):
     """nightly.yml: scheduled and manual; the README test command under --hypothesis-profile nightly
-    with a junit report; the mutation kill-matrix; its markdown and JSON plus the reproducers
+    with a junit report; the mutation kill-matrices of gpt/ and of the example model; their markdown and JSON plus the reproducers
     (.hypothesis and the junit xml) uploaded even on failure."""
     wf = workflows["nightly.yml"]
     assert wf["on"]["schedule"][0]["cron"] and "workflow_dispatch" in wf["on"]
     suite = matching(wf, readme_test_command())
     assert len(suite) == 1 and option(suite[0], "--hypothesis-profile") == "nightly"
     junit = option(suite[0], "--junitxml")
-    mutation = matching(wf, "python -m properties.mutation")
-    assert len(mutation) == 1
-    assert option(mutation[0], "--profile") == "ci" and option(mutation[0], "--jobs") == "2"
-    report_json, report_md = option(mutation[0], "--json"), option(mutation[0], "--markdown")
-    assert {report_json, report_md, junit, ".hypothesis"} <= uploaded_paths(wf)
+    runs = matching(wf, "python -m properties.mutation")
+    catalogs = sorted(option(r, "--catalog") if "--catalog" in " ".join(r) else "gpt" for r in runs)
+    assert catalogs == ["example", "gpt"], catalogs  # gpt/'s catalog and the example model's, once each
+    for mutation in runs:
+        assert option(mutation, "--profile") == "ci" and option(mutation, "--jobs") == "2"
+        report_json, report_md = option(mutation, "--json"), option(mutation, "--markdown")
+        assert {report_json, report_md, junit, ".hypothesis"} <= uploaded_paths(wf)
     for step in uploads(wf):
         assert step.get("if") == "always()", step
         if any(p.strip().startswith(".") for p in step["with"]["path"].splitlines()):

@@ -81,6 +81,11 @@ def configs(draw, space: ConfigSpace = ConfigSpace(), size: str = "tiny", dropou
             value = draw(p, label=group[0])
             kw.update({name: value for name in group})
     kw.update({k: v for k, v in fixed.items() if k not in kw})
+    for name in space.ignored:  # the subject does not honour these: left at their defaults
+        if name not in fixed:
+            kw.pop(name, None)
+    if not kw.get("parallel_residual", False):
+        kw.pop("shared_attention_norm", None)  # requires parallel_residual, which may just have been dropped
     return Config(**kw)
 
 

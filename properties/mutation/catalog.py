@@ -71,6 +71,8 @@ BUG_CLASSES: dict[str, str] = {
                           "global batch's non-ignored tokens",
     "ignore-index": "ignored targets (padding, prompt) counted in the loss or in its token count",
     "checkpoint-rng": "activation checkpointing recomputes with different dropout masks",
+    "qkv-layout": "fused qkv projection split in another order than the one the weights were laid out in",
+    "config-ignored": "a config field silently ignored (a hard-coded value instead)",
 }
 REQUIRED_BUG_CLASSES: tuple[str, ...] = tuple(list(BUG_CLASSES)[:24])
 
@@ -680,6 +682,109 @@ MUTANTS += [
        "train.py",
        "loss = loss * self.dp_ranks",
        "loss = loss"),
+    # ------------------------------------------------------------------ weight layouts, config-liveness (refdiff)
+    _m("rope_interleave_pairs_reversed", "rope-rotate-half",
+       "rotate-half -> adjacent-pair weight permutation pairs (i + n/2, i) instead of (i, i + n/2)",
+       "weight_layout.py",
+       "rot = torch.stack([torch.arange(h), torch.arange(h) + h], dim=1)",
+       "rot = torch.stack([torch.arange(h) + h, torch.arange(h)], dim=1)"),
+    _m("grouped_qkv_order_swapped", "qkv-layout",
+       "per-group (GPT-NeoX) qkv layout written as (q, v, k) instead of (q, k, v)",
+       "weight_layout.py",
+       "return torch.cat([q, k, v], dim=1).reshape(t.shape)",
+       "return torch.cat([q, v, k], dim=1).reshape(t.shape)"),
+    _m("rope_base_hardcoded", "config-ignored",
+       "RoPE inverse frequencies use a hard-coded base 10000 instead of config.rope_base",
+       "embedding.py",
+       "inv_freq = base ** (",
+       "inv_freq = 10000.0 ** ("),
 ]
 
 BY_NAME: dict[str, Mutant] = {m.name: m for m in MUTANTS}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mutants of a third-party-style model: examples/own_model.py, run with that model as the subject
+# (python -m properties.mutation --catalog example). They measure the suite's power on a user's model,
+# where no check of gpt's internals applies. The first five are exact reparametrizations (mutant(W) ==
+# original(Q(W)) for a permutation or sign flip Q preserving the init distribution): only the fixed-weight
+# reference differential can see them.
+EXAMPLE_FILE = "examples/own_model.py"
+EXAMPLE_SUBJECT = "examples.own_model:OwnSubject"
+
+
+def _e(name, bug_class, description, original, replacement) -> Mutant:
+    return Mutant(name, bug_class, description, EXAMPLE_FILE, original, replacement)
+
+
+EXAMPLE_MUTANTS: list[Mutant] = [
+    _e("own_qk_swapped_in_fused_qkv", "qkv-layout",
+       "fused projection split as [k | q | v] while the weights are laid out [q | k | v]",
+       "q, k, v = self.qkv(x).split([c.n_head * c.head_size, c.n_query_groups * c.head_size,",
+       "k, q, v = self.qkv(x).split([c.n_query_groups * c.head_size, c.n_head * c.head_size,"),
+    _e("own_gqa_repeat_not_interleave", "gqa-grouping",
+       "kv groups expanded with repeat (query head h reads group h mod n_groups) instead of repeat_interleave",
+       "k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)",
+       "k, v = k.repeat(1, groups, 1, 1), v.repeat(1, groups, 1, 1)"),
+    _e("own_rope_wrong_sign", "rope-rotate-half",
+       "RoPE rotates by -p * theta (the conjugate rotation)",
+       "rot = torch.polar(torch.ones_like(theta), pos.double()[..., None] * theta)",
+       "rot = torch.polar(torch.ones_like(theta), -pos.double()[..., None] * theta)"),
+    _e("own_partial_rotary_last_features", "partial-rotary",
+       "partial rotary applied to the last rope_n_elem features of each head instead of the first",
+       "    z = torch.complex(x[..., :h].double(), x[..., h : 2 * h].double()) * rot\n"
+       "    return torch.cat([z.real.to(x.dtype), z.imag.to(x.dtype), x[..., 2 * h :]], dim=-1)",
+       "    d = x.size(-1) - 2 * h\n"
+       "    z = torch.complex(x[..., d : d + h].double(), x[..., d + h :].double()) * rot\n"
+       "    return torch.cat([x[..., :d], z.real.to(x.dtype), z.imag.to(x.dtype)], dim=-1)"),
+    _e("own_swiglu_gate_up_swapped", "mlp-activation",
+       "fused gated-MLP projection read as [up | gate] while the weights are laid out [gate | up]",
+       "gate, up = h.chunk(2, dim=-1)",
+       "up, gate = h.chunk(2, dim=-1)"),
+    _e("own_scale_by_model_width", "attention-scale",
+       "attention scores scaled by 1/sqrt(n_embd) instead of 1/sqrt(head_size)",
+       "scores = q @ k.transpose(-1, -2) / math.sqrt(c.head_size)",
+       "scores = q @ k.transpose(-1, -2) / math.sqrt(c.n_embd)"),
+    _e("own_attention_residual_dropped", "residual",
+       "sequential block replaces the stream by the attention output instead of adding it",
+       "        x = x + a\n",
+       "        x = a\n"),
+    _e("own_rmsnorm_ignores_eps", "norm-eps-or-dim",
+       "RMSNorm divides by sqrt(mean(x^2)) without the configured eps",
+       "return self.weight * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)",
+       "return self.weight * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True))"),
+    _e("own_layernorm_unbiased_variance", "norm-eps-or-dim",
+       "LayerNorm normalises by the unbiased (n - 1) variance, torch.var's default",
+       "x.var(-1, unbiased=False, keepdim=True)",
+       "x.var(-1, keepdim=True)"),
+    _e("own_gelu_approximation_ignored", "config-ignored",
+       "GELU MLP always uses the exact GELU, whatever gelu_approximate says",
+       "return self.down(F.gelu(h, approximate=self.approximate))",
+       "return self.down(F.gelu(h))"),
+    _e("own_rope_base_hardcoded", "config-ignored",
+       "RoPE frequencies use a hard-coded base 10000 instead of rope_base",
+       "theta = base ** (-2 * torch.arange(h, dtype=torch.float64, device=x.device) / n_elem)",
+       "theta = 10000.0 ** (-2 * torch.arange(h, dtype=torch.float64, device=x.device) / n_elem)"),
+    _e("own_rope_frequency_exponent", "rope-frequency",
+       "RoPE inverse frequencies base^(-i/n) (the factor 2 of the exponent dropped)",
+       "theta = base ** (-2 * torch.arange(h, dtype=torch.float64, device=x.device) / n_elem)",
+       "theta = base ** (-torch.arange(h, dtype=torch.float64, device=x.device) / n_elem)"),
+    _e("own_final_norm_skipped", "final-norm",
+       "the head reads the residual stream without the final norm",
+       "return self.head(self.norm(x))",
+       "return self.head(x)"),
+    _e("own_parallel_mlp_reads_attention_output", "parallel-residual",
+       "parallel residual's MLP normalises the post-attention stream x + a instead of the block input",
+       "return x + a + self.drop(self.mlp(h if self.norm_2 is None else self.norm_2(x)))",
+       "return x + a + self.drop(self.mlp(h if self.norm_2 is None else self.norm_2(x + a)))"),
+    _e("own_layernorm_bias_unused", "unused-bias",
+       "LayerNorm creates a bias and never adds it",
+       "return self.weight * x + (0 if self.bias is None else self.bias)",
+       "return self.weight * x"),
+    _e("own_head_not_tied", "weight-tying",
+       "tie_embeddings=True but the head keeps its own weight (the tying line lost in a refactor)",
+       "            self.head.weight = self.tok.weight\n",
+       "            pass\n"),
+]
+CATALOGS: dict[str, list] = {"gpt": MUTANTS, "example": EXAMPLE_MUTANTS}
+CATALOG_SUBJECTS: dict[str, str] = {"gpt": "", "example": EXAMPLE_SUBJECT}

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Optional
 
 from properties.mutation import warm
-from properties.mutation.catalog import BUG_CLASSES, MUTANTS, Mutant
+from properties.mutation.catalog import BUG_CLASSES, CATALOG_SUBJECTS, CATALOGS, Mutant
 
 PROJECT = Path(__file__).resolve().parents[2]
 # tooling tests, not model math: never part of a mutation run
@@ -53,6 +53,10 @@ FIRST = (
     "properties/test_low_precision.py", "properties/test_batch_independence.py",
     "properties/test_determinism.py", "properties/test_checkpoint.py", "properties/test_gpt_core.py",
 )
+# the example catalog (a user's model as the subject): the properties that need no gpt internals and
+# were written for exactly these bugs run first, so the kill matrix shows what they catch
+FIRST_EXAMPLE = ("properties/test_reference_differential.py", "properties/test_config_liveness.py",
+                 "properties/test_residual_identity.py")
 LAST = ("properties/test_ddp.py", "properties/test_backend_equivalence.py", "properties/test_gradcheck.py")
 MARKERS = "not slow and not gpu"
 SKIP_DIRS = {".git", "__pycache__", ".hypothesis", ".pytest_cache", ".benchmarks"}
@@ -94,20 +98,23 @@ def snapshot(root: Path, dest: Path) -> Path:
     return dest
 
 
-def default_tests(root: Path, exclude=()) -> list[str]:
+def default_tests(root: Path, exclude=(), catalog: str = "gpt") -> list[str]:
     found = sorted(str(p.relative_to(root)) for p in (root / "properties").glob("test_*.py"))
     skip = {*EXCLUDED, *(str(Path(e)) for e in exclude)}
     found = [f for f in found if f not in skip and not f.startswith(EXCLUDED_PREFIX)]
-    first = [f for f in FIRST if f in found]
+    order = (FIRST_EXAMPLE + FIRST) if catalog == "example" else FIRST
+    first = [f for f in dict.fromkeys(order) if f in found]
     last = [f for f in LAST if f in found]
     return first + [f for f in found if f not in first and f not in last] + last
 
 
 # ---------------------------------------------------------------------- one pytest run
-def pytest_command(tests: list[str], profile: str, junit: Path, fail_fast: bool) -> list[str]:
+def pytest_command(tests: list[str], profile: str, junit: Path, fail_fast: bool, subject: str = "") -> list[str]:
     cmd = [sys.executable, "-m", "pytest", *tests, "-q", "-rfE", "--tb=short", "-p", "no:cacheprovider",
            "-p", "no:randomly", "-p", "properties.mutation._plugin", f"--hypothesis-profile={profile}",
            "-m", MARKERS, f"--junitxml={junit}", "-o", "junit_family=xunit1"]
+    if subject:
+        cmd.append(f"--subject={subject}")
     if importlib.util.find_spec("xdist") is not None:
         cmd += ["-n", "0"]  # xdist's -x stops late; one process per mutant, mutants run in parallel instead
     if fail_fast:
@@ -166,9 +173,9 @@ def _run_forked(copy: Path, cmd: list[str], env: dict, timeout: float, threads: 
 
 
 def run_pytest(copy: Path, tests: list[str], profile: str, timeout: float, threads: int, shrink: bool,
-               fail_fast: bool, result: Result, fork: bool = False) -> Result:
+               fail_fast: bool, result: Result, fork: bool = False, subject: str = "") -> Result:
     junit = copy / ".mutation-junit.xml"
-    cmd = pytest_command(tests, profile, junit, fail_fast)
+    cmd = pytest_command(tests, profile, junit, fail_fast, subject)
     env = run_env(copy, threads, shrink)
     start = time.monotonic()
     if fork:
@@ -199,7 +206,8 @@ def run_baseline(snap: Path, work: Path, args, tests) -> Result:
     copy = work / "baseline"
     shutil.copytree(snap, copy)
     result = run_pytest(copy, tests, args.profile, args.timeout, args.threads, args.shrink, True,
-                        Result("(unmutated)", "error", description="the project as it is"), args.fork)
+                        Result("(unmutated)", "error", description="the project as it is"), args.fork,
+                        args.subject)
     result.status = {"survived": "passed", "killed": "false-alarm"}.get(result.status, result.status)
     if result.status == "false-alarm":
         result.output_tail = None
@@ -221,7 +229,7 @@ def run_mutant(mutant: Mutant, snap: Path, work: Path, args, tests) -> Result:
             result.reason = "the edit did not apply"
             return result
         return run_pytest(copy, tests, args.profile, args.timeout, args.threads, args.shrink,
-                          not args.no_fail_fast, result, args.fork)
+                          not args.no_fail_fast, result, args.fork, args.subject)
     finally:
         if not args.keep:
             shutil.rmtree(copy, ignore_errors=True)
@@ -250,7 +258,8 @@ def markdown(report: dict) -> str:
         lines += [f"**Invalid run: the unmutated code fails ({b['status']}, `{_short(b.get('killed_by'))}`), so "
                   "no kill below means anything; the remaining mutants were not run.**", ""]
     command = report.get("command") or "python -m properties.mutation"
-    lines += [f"Profile `{report['profile']}`, {s['total']} mutants of `gpt/`, `{command}` on "
+    target = {"gpt": "`gpt/`"}.get(report.get("catalog", "gpt"), f"`{report.get('subject')}`")
+    lines += [f"Profile `{report['profile']}`, {s['total']} mutants of {target}, `{command}` on "
               f"{report['machine']['cpu_count']} cores with {report['jobs']} jobs, {report['started_at']}.", "",
               "| mutant | bug class | first killing property | time to kill | status |",
               "|---|---|---|---:|---|"]
@@ -290,6 +299,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m properties.mutation", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="ci", help="Hypothesis profile (default ci)")
+    p.add_argument("--catalog", choices=sorted(CATALOGS), default="gpt",
+                   help="gpt: mutants of gpt/ against the gpt subject (default); example: mutants of "
+                        "examples/own_model.py against that model as the subject")
+    p.add_argument("--subject", default=None,
+                   help="the suite's --subject for every run (default: the catalog's, e.g. "
+                        "examples.own_model:OwnSubject for --catalog example)")
     p.add_argument("--only", action="append", default=[], metavar="NAME",
                    help="run only these mutants (repeatable, or a comma-separated list)")
     p.add_argument("--jobs", type=int, default=1, help="mutants run in parallel (default 1)")
@@ -317,36 +332,39 @@ def parse_args(argv=None):
     p.add_argument("--project", type=Path, default=PROJECT, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.jobs = max(1, args.jobs)
+    if args.subject is None:
+        args.subject = CATALOG_SUBJECTS[args.catalog]
     args.threads = max(1, args.threads)
     args.fork = args.fork and warm.available()
     return args
 
 
-def select(only: list[str]) -> list[Mutant]:
+def select(only: list[str], catalog: str = "gpt") -> list[Mutant]:
+    mutants = CATALOGS[catalog]
     names = [n.strip() for item in only for n in item.split(",") if n.strip()]
     if not names:
-        return list(MUTANTS)
-    known = {m.name: m for m in MUTANTS}
+        return list(mutants)
+    known = {m.name: m for m in mutants}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"unknown mutant(s): {', '.join(unknown)}; see --list")
+        raise SystemExit(f"unknown mutant(s) in the {catalog} catalog: {', '.join(unknown)}; see --list")
     return [known[n] for n in dict.fromkeys(names)]
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.list:
-        for m in MUTANTS:
+        for m in CATALOGS[args.catalog]:
             print(f"{m.name:40} {m.bug_class:28} {m.description}")
         return 0
-    mutants = select(args.only)
+    mutants = select(args.only, args.catalog)
     started = time.monotonic()
     started_at = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     work = Path(tempfile.mkdtemp(prefix="gpt-mutation-"))
     os.environ.setdefault("PYTHONHASHSEED", "0")  # before the warm server starts: forks inherit its seed
     try:
         snap = snapshot(args.project.resolve(), work / "snapshot")
-        tests = args.tests or default_tests(snap, args.exclude)
+        tests = args.tests or default_tests(snap, args.exclude, args.catalog)
         log(f"snapshot of {args.project} in {snap}; {len(mutants)} mutants, profile {args.profile}, "
             f"{args.jobs} jobs x {args.threads} threads; tests: {' '.join(tests)}")
         results: dict[str, Result] = {}
@@ -376,7 +394,8 @@ def main(argv=None) -> int:
                    for m in mutants]
         report = dict(
             command=" ".join(["python -m properties.mutation", *(argv if argv is not None else sys.argv[1:])]),
-            profile=args.profile, jobs=args.jobs, threads_per_job=args.threads, timeout_s=args.timeout,
+            catalog=args.catalog, subject=args.subject or "gpt", profile=args.profile, jobs=args.jobs,
+            threads_per_job=args.threads, timeout_s=args.timeout,
             shrink=args.shrink, fail_fast=not args.no_fail_fast, tests=tests, started_at=started_at,
             total_seconds=round(time.monotonic() - started, 1),
             machine=dict(cpu_count=os.cpu_count(), python=platform.python_version(), platform=platform.platform()),

@@ -1,0 +1,103 @@
+"""Config-liveness: the model honours every config field it claims, even without a weight mapping.
+
+For each field f of the subject's space that does not change parameter shapes, and a config c drawn from
+the space, let c' = c with f changed to another value the space allows. With the same weights in both
+models (built from the same seed; c's weights copied into c''s model), on a drawn input x:
+
+    exists x:  max |logits_c(x) - logits_c'(x)|  >  the float64 summation-order bound
+
+i.e. the difference cannot be rounding: the model reads the field. Fields a subject ignores must be listed
+in its ``ConfigSpace(ignored=(...))`` (then they are never drawn and are exempt here); a silently ignored
+field (a norm with a hard-coded eps, RoPE with a fixed base, GELU always exact) fails this property.
+
+Weights: matrices x20 and vectors perturbed by N(0, 0.5^2), so pre-activations are O(1) (at init GELU's
+tanh approximation differs from the exact one by ~5e-4 x^4, x ~ 0.1) and the attention is not uniform.
+
+When two values legitimately give identical logits, the drawn input or alternative avoids it:
+- ``rope_base`` and ``rotary_percentage`` need T >= 2 (at T = 1 only position 0 exists and RoPE is the
+  identity) and two different tokens in a row (a row repeating one token has equal values at every key:
+  attention returns that value whatever the scores, and every position's stream stays equal), so x has at
+  least 2 tokens and its first row two different ones; ``rope_base`` needs rope_n_elem >= 4 (with one rotated pair the
+  only frequency is base^0 = 1, whatever the base); a changed ``rotary_percentage`` changes the number of
+  rotated pairs (n // 2), since n = 2 and n = 3 rotate the same single pair at frequency 1; and both need
+  some layer where a query sees a key at another position (a sliding window W = 1 on every layer leaves
+  each query alone with its own key: relative position 0, RoPE the identity);
+- ``gelu_approximate`` only where the MLP has a GELU (GptNeoxMLP, GemmaMLP); ``parallel_residual`` only
+  without ``shared_attention_norm`` (which requires it); ``norm_class_name`` only without biases and
+  ``mlp_class_name`` only between the gated MLPs (otherwise the parameter shapes differ).
+"""
+from __future__ import annotations
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from properties.harness import draw_config, float64_tol
+from strategies import seeds, token_batches
+
+ROPE_BASES = (10000.0, 100.0, 500000.0)  # strategies.configs draws from these
+
+
+def _alternatives(config, space) -> dict:
+    """field -> other values the space allows that keep parameter shapes (possibly empty)."""
+    c, alt = config, {}
+    alt["norm_eps"] = [e for e in space.norm_eps if e != c.norm_eps]
+    full_layer = c.layer_types is not None and "full_attention" in c.layer_types
+    if c.position_embedding == "rope" and (c.sliding_window is None or c.sliding_window >= 2 or full_layer):
+        if c.rope_n_elem >= 4:
+            alt["rope_base"] = [b for b in ROPE_BASES if b != c.rope_base]
+        if space.partial_rotary:
+            counts = [n for n in range(2, c.head_size + 1) if (space.odd_rotary or n % 2 == 0)
+                      and n // 2 != c.rope_n_elem // 2]
+            alt["rotary_percentage"] = [1.0 if n == c.head_size else (n + 0.5) / c.head_size for n in counts]
+    if c.mlp_class_name in ("GptNeoxMLP", "GemmaMLP"):
+        alt["gelu_approximate"] = [g for g in space.gelu_approximations if g != c.gelu_approximate]
+    if not c.shared_attention_norm:
+        alt["parallel_residual"] = [p for p in space.parallel_residual if p != c.parallel_residual]
+    if not c.bias:
+        alt["norm_class_name"] = [n for n in space.norms if n != c.norm_class_name]
+    if c.mlp_class_name != "GptNeoxMLP":
+        alt["mlp_class_name"] = [m for m in space.mlps if m not in ("GptNeoxMLP", c.mlp_class_name)]
+    return {f: v for f, v in alt.items() if v and f not in space.ignored}
+
+
+def _perturb(model, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(20.0)
+            else:
+                p.add_(0.5 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+@given(data=st.data())
+def test_every_shape_preserving_field_changes_the_logits(subject, data):
+    """For every field f of the space that keeps shapes: logits_c(x) != logits_{c with f changed}(x)."""
+    config = draw_config(data, subject)
+    seed = data.draw(seeds(), label="seed")
+    alternatives = _alternatives(config, subject.space)
+    if not alternatives:
+        return
+    model = subject.build(config, seed, dtype=torch.float64).eval()
+    _perturb(model, seed)
+    weights = model.state_dict()
+    idx = data.draw(token_batches(config, min_len=2), label="idx")
+    if (idx == idx[:, :1]).all():  # one repeated token: attention averages equal values, positions vanish
+        idx[0, 1] = (idx[0, 0] + 1) % config.vocab_size
+    with torch.no_grad():
+        base = subject.logits(model, idx)
+        tol = float64_tol(config, base)
+        dead = []
+        for field, values in alternatives.items():
+            value = data.draw(st.sampled_from(values), label=field)
+            other_config = config.replace(**{field: value})
+            other = subject.build(other_config, seed, dtype=torch.float64).eval()
+            if {k: v.shape for k, v in other.state_dict().items()} != {k: v.shape for k, v in weights.items()}:
+                continue  # this implementation's parameter shapes depend on the field
+            other.load_state_dict(weights)
+            diff = (subject.logits(other, idx) - base).abs().max().item()
+            if diff <= tol:
+                dead.append(f"{field}={getattr(config, field)!r} -> {value!r} (max |difference| {diff:.2e})")
+    assert not dead, (f"changing these fields leaves the logits unchanged (within {tol:.1e}): {dead}; the model "
+                      "ignores them: honour them or list them in the subject's ConfigSpace(ignored=...)")

@@ -1,0 +1,67 @@
+"""Residual identity: with every residual branch's output projection zeroed, each block is the identity.
+
+For a subject naming those projections (capability "residual_projections": attention output and MLP down
+projections, weights and biases) and mapping its weights to the reference's layout ("reference_weights",
+which is how the formula reads the subject's embedding, final norm and head without touching its
+internals), zeroing them gives, for token ids x at positions p = 0..T-1,
+
+    logits(x) == norm_f(wte[x] + wpe[p]) @ lm_head^T     (wpe only with learned positions)
+
+with norm_f LayerNorm (x - mean) / sqrt(var + eps) * g + b or RMSNorm x / sqrt(mean(x^2) + eps) * g, eps
+= norm_eps, read from the subject's own weights, and with ``final_logit_softcap`` c the logits z become
+c tanh(z / c). A residual added twice or dropped, a position table
+added twice or not at all, a final norm skipped or ignoring eps, a head wired wrongly, all fail it.
+Weights: the reference's scaled state (matrices x20, gains and biases perturbed, so they all matter).
+Tolerance: the float64 summation-order bound (``harness.assert_close_subject``); no attention term remains.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from properties.harness import assert_close_subject, draw_config
+from properties.reference import reference_model
+from strategies import seeds, token_batches
+
+pytestmark = pytest.mark.needs("residual_projections", "reference_weights")
+
+
+def _final_norm(x: torch.Tensor, sd: dict, config) -> torch.Tensor:
+    g, eps = sd["norm_f.weight"], config.norm_eps
+    if config.norm_class_name == "RMSNorm":
+        return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * g
+    x = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps) * g
+    return x + sd["norm_f.bias"] if "norm_f.bias" in sd else x
+
+
+@given(data=st.data())
+def test_zeroed_residual_branches_leave_head_of_final_norm_of_embeddings(subject, data):
+    """Projections zeroed: logits == norm_f(wte[x] (+ wpe[p])) @ lm_head^T, read from the subject's weights."""
+    config = draw_config(data, subject)
+    seed = data.draw(seeds(), label="seed")
+    model = subject.build(config, seed, dtype=torch.float64).eval()
+    subject.load_reference(model, reference_model(config, seed, scaled=True).state_dict(), config)
+    names = subject.residual_projections(model)
+    params = dict(model.named_parameters())
+    unknown = [n for n in names if n not in params]
+    assert names and not unknown, f"residual_projections names no parameter of the model: {unknown or names}"
+    with torch.no_grad():
+        for n in names:
+            params[n].zero_()
+        sd = subject.to_reference(model, dict(model.named_parameters()), config)
+        for kind in ("attn", "mlp"):
+            for i in range(config.n_layer):
+                w = sd[f"blocks.{i}.{kind}.proj.weight"]
+                assert not w.any(), f"residual_projections left blocks.{i}.{kind}.proj (reference name) non-zero"
+        idx = data.draw(token_batches(config), label="idx")
+        x = sd["wte.weight"][idx]  # (B, T, C)
+        if config.position_embedding == "learned":
+            x = x + sd["wpe.weight"][: idx.size(1)]
+        expected = _final_norm(x, sd, config) @ sd["lm_head.weight"][: config.vocab_size].T
+        if config.final_logit_softcap is not None:
+            c = config.final_logit_softcap
+            expected = c * torch.tanh(expected / c)
+        got = subject.logits(model, idx)
+    assert_close_subject(subject, got, expected, config, "logits with zeroed residual branches")
