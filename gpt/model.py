@@ -61,7 +61,9 @@ class GPT(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
         for block in self.blocks:
-            for proj in (block.attn.proj, block.mlp.proj):
+            # the residual projections: the MLP's, or each expert's in an MoE
+            mlp_projs = [m.proj for m in block.mlp.modules() if isinstance(getattr(m, "proj", None), nn.Linear)]
+            for proj in (block.attn.proj, *mlp_projs):
                 nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
 
     # ------------------------------------------------------------------ KV cache
@@ -88,8 +90,12 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, idx: Optional[Tensor] = None, input_pos: Union[Tensor, int, None] = None, *,
-                inputs_embeds: Optional[Tensor] = None) -> Tensor:
+                inputs_embeds: Optional[Tensor] = None, return_aux_loss: bool = False):
         """Logits (B, T, vocab_size) for token ids ``idx`` (B, T).
+
+        ``return_aux_loss`` (MoE configs): return ``(logits, aux_loss)``, the load-balancing loss of this
+        forward over all MoE layers (``gpt.moe.load_balancing_loss``; 0-dim). Scale it yourself
+        (e.g. 0.01 * aux) and add it to the training loss.
 
         ``input_pos`` are the positions of the T tokens (an int start or a (T,) tensor); with a KV cache
         allocated they are written to and read from it, without one they only place the tokens (RoPE /
@@ -107,8 +113,22 @@ class GPT(nn.Module):
         cache_pos = pos if input_pos is not None else None
         for block in self.blocks:
             x = block(x, rope, cache_pos, end)
-        logits = self.lm_head(self.norm_f(x))
-        return logits[..., : self.config.vocab_size]  # padded columns are a speed detail, never output
+        logits = self.lm_head(self.norm_f(x))[..., : self.config.vocab_size]  # padded columns never output
+        if return_aux_loss:
+            return logits, self.aux_loss()
+        return logits
+
+    def aux_loss(self) -> Tensor:
+        """The load-balancing loss of the last forward's routing (gpt.moe.load_balancing_loss)."""
+        from .moe import load_balancing_loss
+
+        if not self.config.is_moe:
+            raise ValueError("aux_loss needs mlp_class_name='MoE'; this model's MLP is "
+                             f"{self.config.mlp_class_name!r}")
+        routings = [block.mlp.last_routing for block in self.blocks]
+        if any(r is None for r in routings):
+            raise ValueError("aux_loss needs a forward pass first")
+        return load_balancing_loss(routings, self.config.n_experts)
 
     def embed(self, idx: Tensor) -> Tensor:
         self._check_idx(idx)
