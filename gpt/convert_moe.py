@@ -100,6 +100,8 @@ def moe_config_to_hf(config: Config, family: str, attn_implementation: Optional[
     kw = moe_config_to_hf_dict(config, family)
     kw.pop("model_type")
     kw["attn_implementation"] = attn_implementation or {"math": "eager", "sdpa": "sdpa"}[config.attn_backend]
+    # the modeling file's own per-expert loop: the default grouped_mm kernel refuses float64 on CPU
+    kw["experts_implementation"] = "eager"
     return getattr(transformers, _HF_CONFIGS[family])(**kw)
 
 

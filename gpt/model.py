@@ -90,12 +90,8 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, idx: Optional[Tensor] = None, input_pos: Union[Tensor, int, None] = None, *,
-                inputs_embeds: Optional[Tensor] = None, return_aux_loss: bool = False):
+                inputs_embeds: Optional[Tensor] = None) -> Tensor:
         """Logits (B, T, vocab_size) for token ids ``idx`` (B, T).
-
-        ``return_aux_loss`` (MoE configs): return ``(logits, aux_loss)``, the load-balancing loss of this
-        forward over all MoE layers (``gpt.moe.load_balancing_loss``; 0-dim). Scale it yourself
-        (e.g. 0.01 * aux) and add it to the training loss.
 
         ``input_pos`` are the positions of the T tokens (an int start or a (T,) tensor); with a KV cache
         allocated they are written to and read from it, without one they only place the tokens (RoPE /
@@ -113,13 +109,12 @@ class GPT(nn.Module):
         cache_pos = pos if input_pos is not None else None
         for block in self.blocks:
             x = block(x, rope, cache_pos, end)
-        logits = self.lm_head(self.norm_f(x))[..., : self.config.vocab_size]  # padded columns never output
-        if return_aux_loss:
-            return logits, self.aux_loss()
-        return logits
+        logits = self.lm_head(self.norm_f(x))
+        return logits[..., : self.config.vocab_size]  # padded columns are a speed detail, never output
 
     def aux_loss(self) -> Tensor:
-        """The load-balancing loss of the last forward's routing (gpt.moe.load_balancing_loss)."""
+        """MoE: the load-balancing loss of the last forward's routing over all layers (0-dim, differentiable;
+        gpt.moe.load_balancing_loss). Training: ``loss = ce(model(idx), y) + coef * model.aux_loss()``."""
         from .moe import load_balancing_loss
 
         if not self.config.is_moe:

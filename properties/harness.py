@@ -44,7 +44,8 @@ def float64_tol(config, ref: torch.Tensor) -> float:
     block_size), and the outputs are O(max|logit|). 4 * L * n * u * (1 + max|ref|) covers the chain; any
     real bug in these tiny models moves logits by orders of magnitude more (1e-6 and up).
     """
-    n = max(config.n_embd, config.intermediate_size, config.block_size, config.n_head * config.head_size)
+    n = max(config.n_embd, config.intermediate_size, config.block_size, config.n_head * config.head_size,
+            config.moe_intermediate_size, config.shared_expert_intermediate_size)
     u = torch.finfo(torch.float64).eps
     return 4 * config.n_layer * n * u * (1.0 + ref.abs().max().item())
 

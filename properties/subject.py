@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from gpt.config import Config
+from gpt.config import MLPS, Config
 from strategies.space import ConfigSpace
 
 CAPABILITIES = {
@@ -99,7 +99,7 @@ class GPTSubject(Subject):
 
     def __init__(self, backends=("math", "sdpa"), name: str = "gpt") -> None:
         self.name = name
-        self.space = ConfigSpace(backends=tuple(backends))
+        self.space = ConfigSpace(backends=tuple(backends), mlps=MLPS + ("MoE",))
 
     def build(self, config, seed, dtype=torch.float64, device="cpu"):
         from gpt import GPT

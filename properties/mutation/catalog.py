@@ -343,7 +343,7 @@ MUTANTS: list[Mutant] = [
     _m("mlp_residual_init_scale_missing", "init-scale",
        "only the attention output projection gets the 1/sqrt(2 n_layer) residual scaling",
        "model.py",
-       "for proj in (block.attn.proj, block.mlp.proj):",
+       "for proj in (block.attn.proj, *mlp_projs):",
        "for proj in (block.attn.proj,):"),
     _m("embeddings_default_init", "init-scale",
        "embeddings keep PyTorch's N(0, 1) default init instead of N(0, 0.02^2)",
