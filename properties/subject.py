@@ -31,6 +31,7 @@ CAPABILITIES = {
     "input_validation": "clear ValueError/TypeError on invalid configs and bad token tensors",
     "init_scale": "GPT-2 style initialisation, so the initial loss is near ln(vocab_size)",
     "low_precision": "float16/bfloat16 weights and activations",
+    "aux_loss": "an MoE load-balancing loss per forward (logits_and_aux_loss), 1 for uniform routing",
 }
 
 
@@ -61,6 +62,11 @@ class Subject:
         raise NotImplementedError
 
     def logits_from_embeds(self, model: nn.Module, embeds: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # capability "aux_loss"
+    def logits_and_aux_loss(self, model: nn.Module, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits, aux): aux = N sum_i f_i P_i with f summing to 1 (gpt.moe.load_balancing_loss)."""
         raise NotImplementedError
 
     # capability "param_count"
@@ -122,6 +128,10 @@ class GPTSubject(Subject):
     def param_count(self, config):
         return config.param_count()
 
+    def logits_and_aux_loss(self, model, idx):
+        logits = model(idx)
+        return logits, model.aux_loss()  # ValueError for a dense config
+
     def save(self, model, path):
         from gpt.checkpoint import save_checkpoint
 
@@ -134,9 +144,9 @@ class GPTSubject(Subject):
         return load_checkpoint(path, GPT(config).to(checkpoint_dtype(path)))
 
 
-def _hf(cls_name: str) -> Callable[[], Subject]:
+def _hf(cls_name: str, module_name: str = "properties.hf_subjects") -> Callable[[], Subject]:
     def make() -> Subject:
-        module = importlib.import_module("properties.hf_subjects")
+        module = importlib.import_module(module_name)
         return getattr(module, cls_name)()
     return make
 
@@ -148,6 +158,9 @@ BUILTIN: dict[str, Callable[[], Subject]] = {
     "hf-gpt2": _hf("HFGPT2Subject"),
     "hf-neox": _hf("HFNeoXSubject"),
     "hf-llama": _hf("HFLlamaSubject"),
+    "hf-mixtral": _hf("HFMixtralSubject", "properties.hf_moe_subjects"),
+    "hf-qwen-moe": _hf("HFQwenMoESubject", "properties.hf_moe_subjects"),
+    "hf-olmoe": _hf("HFOlmoeSubject", "properties.hf_moe_subjects"),
 }
 ENV_VAR = "GPT_PROPERTIES_SUBJECT"
 
