@@ -17,9 +17,10 @@ def test_every_parameter_gets_a_finite_nonzero_gradient(subject, data):
     k_proj) get exactly zero gradient; a fused qkv projection only hides that through its value rows.
 
     A mixture of experts is drawn with top-k = n_experts: an expert no token selects gets exactly zero
-    gradient by design (test_moe_gradients checks that), so only dense routing reaches every parameter.
+    gradient by design (test_moe_gradients checks that), so only dense routing reaches every parameter;
+    and at least 2 experts, since a single expert always gets weight 1 and its router no gradient.
     """
-    n_experts = data.draw(st.integers(1, 3), label="n_experts = top-k")
+    n_experts = data.draw(st.integers(2, 3), label="n_experts = top-k")
     config, model, idx = draw_case(data, subject, min_len=2, n_experts=n_experts, n_experts_per_token=n_experts)
     if (idx[0] == idx[0, 0]).all():
         idx = idx.clone()
