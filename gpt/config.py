@@ -12,6 +12,8 @@ from typing import Any, Literal, Optional
 
 NORMS = ("LayerNorm", "RMSNorm")
 MLPS = ("GptNeoxMLP", "LLaMAMLP", "GemmaMLP")
+DENSE_MLPS = MLPS  # the kinds an MoE expert (and a shared expert) may be
+MOE_ROUTINGS = ("softmax_topk", "softmax_topk_renorm", "topk_softmax")
 POSITIONS = ("learned", "rope")
 BACKENDS = ("math", "sdpa", "flash", "flex")
 LAYER_TYPES = ("full_attention", "sliding_attention")  # transformers' names for Config.layer_types
@@ -42,7 +44,16 @@ class Config:
     # blocks
     norm_class_name: Literal["LayerNorm", "RMSNorm"] = "LayerNorm"
     norm_eps: float = 1e-5
-    mlp_class_name: Literal["GptNeoxMLP", "LLaMAMLP", "GemmaMLP"] = "GptNeoxMLP"
+    mlp_class_name: Literal["GptNeoxMLP", "LLaMAMLP", "GemmaMLP", "MoE"] = "GptNeoxMLP"
+    # mixture of experts (mlp_class_name="MoE", gpt/moe.py); ignored by dense MLPs
+    n_experts: int = 8
+    n_experts_per_token: int = 2  # top-k
+    moe_routing: Literal["softmax_topk", "softmax_topk_renorm", "topk_softmax"] = "softmax_topk_renorm"
+    moe_expert_mlp: Literal["GptNeoxMLP", "LLaMAMLP", "GemmaMLP"] = "LLaMAMLP"
+    moe_intermediate_size: Optional[int] = None  # derived: intermediate_size (each routed expert's width)
+    n_shared_experts: int = 0  # always-on experts, fused into one MLP of shared_expert_intermediate_size
+    shared_expert_intermediate_size: Optional[int] = None  # derived: n_shared_experts * moe_intermediate_size
+    shared_expert_gate: bool = False  # Qwen2-MoE: shared output scaled by sigmoid(x . w_gate)
     gelu_approximate: Literal["none", "tanh"] = "none"
     bias: bool = True
     attn_bias: bool = False  # qkv bias even when ``bias`` is False (Qwen-style)
@@ -72,13 +83,24 @@ class Config:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), low=1)
         for name in ("bias", "attn_bias", "parallel_residual", "shared_attention_norm", "tie_embeddings",
-                     "attention_sinks"):
+                     "attention_sinks", "shared_expert_gate"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Config.{name} must be a bool, got {getattr(self, name)!r}")
         _check_choice("position_embedding", self.position_embedding, POSITIONS)
         _check_choice("norm_class_name", self.norm_class_name, NORMS)
-        _check_choice("mlp_class_name", self.mlp_class_name, MLPS)
+        _check_choice("mlp_class_name", self.mlp_class_name, MLPS + ("MoE",))
         _check_choice("gelu_approximate", self.gelu_approximate, GELU_APPROXIMATIONS)
+        _check_choice("moe_routing", self.moe_routing, MOE_ROUTINGS)
+        _check_choice("moe_expert_mlp", self.moe_expert_mlp, DENSE_MLPS)
+        _check_int("n_experts", self.n_experts, low=1)
+        _check_int("n_shared_experts", self.n_shared_experts, low=0)
+        _check_int("n_experts_per_token", self.n_experts_per_token, low=1)
+        if self.n_experts_per_token > self.n_experts:
+            raise ValueError(f"Config.n_experts_per_token must be in [1, n_experts={self.n_experts}], "
+                             f"got {self.n_experts_per_token}")
+        for name in ("moe_intermediate_size", "shared_expert_intermediate_size"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), low=1)
         _check_choice("attn_backend", self.attn_backend, BACKENDS)
         for name in ("embd_dropout", "attn_dropout", "resid_dropout"):
             p = _check_float(name, getattr(self, name))
@@ -115,6 +137,12 @@ class Config:
         if self.intermediate_size is None:
             self._derive('intermediate_size', 4 * self.n_embd)
         self._check_attention_variants()
+        if self.moe_intermediate_size is None:
+            self._derive('moe_intermediate_size', self.intermediate_size)
+        if self.shared_expert_intermediate_size is None:
+            self._derive('shared_expert_intermediate_size', max(1, self.n_shared_experts * self.moe_intermediate_size))
+        if self.shared_expert_gate and not self.n_shared_experts:
+            raise ValueError("Config.shared_expert_gate=True requires n_shared_experts >= 1")
         if self.shared_attention_norm and not self.parallel_residual:
             raise ValueError("Config.shared_attention_norm=True requires parallel_residual=True")
         if self.position_embedding == "rope":
@@ -183,7 +211,9 @@ class Config:
         d = self.to_dict()
         default_head = self.n_embd // self.n_head if self.n_embd % self.n_head == 0 else None
         derived = dict(padded_vocab_size=_round_up(self.vocab_size, self.padding_multiple), head_size=default_head,
-                       n_query_groups=self.n_head, intermediate_size=4 * self.n_embd)
+                       n_query_groups=self.n_head, intermediate_size=4 * self.n_embd,
+                       moe_intermediate_size=self.intermediate_size,
+                       shared_expert_intermediate_size=max(1, self.n_shared_experts * self.moe_intermediate_size))
         return {k: v for k, v in d.items() if k not in derived or v != derived[k]}
 
     def __repr__(self) -> str:
@@ -202,14 +232,34 @@ class Config:
     def qkv_bias(self) -> bool:
         return self.bias or self.attn_bias
 
-    def param_count(self) -> int:
-        """Closed-form number of parameters (tied weights once), from the fields alone."""
-        C, I, V = self.n_embd, self.intermediate_size, self.padded_vocab_size
+    @property
+    def is_moe(self) -> bool:
+        return self.mlp_class_name == "MoE"
+
+    def _dense_mlp_params(self, kind: str, width: int) -> int:
+        C, b = self.n_embd, int(self.bias)
+        n_in = 1 if kind == "GptNeoxMLP" else 2  # gated MLPs have fc_1 and fc_2
+        return n_in * (C * width + width * b) + width * C + C * b
+
+    def mlp_param_count(self, active: bool = False) -> int:
+        """Parameters of one block's MLP; for an MoE with ``active``, those one token uses (router, shared
+        expert(s) and gate, and n_experts_per_token routed experts)."""
+        if not self.is_moe:
+            return self._dense_mlp_params(self.mlp_class_name, self.intermediate_size)
+        expert = self._dense_mlp_params(self.moe_expert_mlp, self.moe_intermediate_size)
+        shared = self._dense_mlp_params(self.moe_expert_mlp, self.shared_expert_intermediate_size) \
+            if self.n_shared_experts else 0
+        routed = self.n_experts_per_token if active else self.n_experts
+        return self.n_embd * self.n_experts + routed * expert + shared + self.n_embd * int(self.shared_expert_gate)
+
+    def param_count(self, active: bool = False) -> int:
+        """Closed-form number of parameters (tied weights once), from the fields alone. ``active``: those
+        one token uses (MoE: only its n_experts_per_token routed experts; equal to the total when dense)."""
+        C, V = self.n_embd, self.padded_vocab_size
         b = int(self.bias)
         norm = C * (2 if self.norm_class_name == "LayerNorm" and self.bias else 1)
         attn = C * self.qkv_size + self.qkv_size * int(self.qkv_bias) + self.n_head * self.head_size * C + C * b
-        n_in = 1 if self.mlp_class_name == "GptNeoxMLP" else 2  # gated MLPs have fc_1 and fc_2
-        mlp = n_in * (C * I + I * b) + I * C + C * b
+        mlp = self.mlp_param_count(active)
         n_block_norms = 1 if self.shared_attention_norm else 2
         sinks = self.n_head if self.attention_sinks else 0
         block = n_block_norms * norm + attn + sinks + mlp
@@ -218,8 +268,9 @@ class Config:
         return embeddings + self.n_layer * block + norm + head
 
     def flops_per_token(self, seq_len: int) -> int:
-        """Training FLOPs per token, 6N + 12 L H D T (PaLM appendix B), N without embeddings."""
-        n = self.param_count()
+        """Training FLOPs per token, 6N + 12 L H D T (PaLM appendix B), N without embeddings (and, for an MoE,
+        the parameters one token uses: param_count(active=True))."""
+        n = self.param_count(active=True)
         if not self.tie_embeddings:  # the embedding lookup costs no FLOPs; the head's matmul does
             n -= self.padded_vocab_size * self.n_embd
         if self.position_embedding == "learned":
@@ -271,4 +322,24 @@ PRESETS: dict[str, dict] = {
     # nanoGPT's character-level tiny-shakespeare model (65 characters)
     "shakespeare-char": dict(vocab_size=65, padding_multiple=1, block_size=256, n_layer=6, n_head=6, n_embd=384,
                              embd_dropout=0.2, attn_dropout=0.2, resid_dropout=0.2, bias=False),
+    # Mixtral-8x7B (Jiang et al. 2024): 8 SwiGLU experts, top-2, renormalised; GQA 32/8, untied
+    "mixtral-8x7b": dict(vocab_size=32000, padding_multiple=64, block_size=32768, n_layer=32, n_head=32, n_embd=4096,
+                         n_query_groups=8, intermediate_size=14336, position_embedding="rope", rope_base=1e6,
+                         norm_class_name="RMSNorm", bias=False, tie_embeddings=False, mlp_class_name="MoE",
+                         n_experts=8, n_experts_per_token=2, moe_routing="softmax_topk_renorm",
+                         moe_expert_mlp="LLaMAMLP"),
+    # Qwen1.5-MoE-A2.7B (transformers' Qwen2-MoE): 60 experts of 1408, top-4 not renormalised, one gated
+    # shared expert of 5632, q/k/v biases
+    "qwen2-moe-a2.7b": dict(vocab_size=151936, padding_multiple=64, block_size=8192, n_layer=24, n_head=16,
+                            n_embd=2048, intermediate_size=5632, position_embedding="rope", rope_base=1e6,
+                            norm_class_name="RMSNorm", norm_eps=1e-6, bias=False, attn_bias=True,
+                            tie_embeddings=False, mlp_class_name="MoE", n_experts=60, n_experts_per_token=4,
+                            moe_routing="softmax_topk", moe_expert_mlp="LLaMAMLP", moe_intermediate_size=1408,
+                            n_shared_experts=1, shared_expert_intermediate_size=5632, shared_expert_gate=True),
+    # OLMoE-1B-7B-0924: 64 experts of 1024, top-8 not renormalised. Without OLMoE's q/k RMSNorms (no gpt
+    # field yet): transformers' count is 4096 per layer (65536) higher
+    "olmoe-1b-7b": dict(vocab_size=50304, padding_multiple=64, block_size=4096, n_layer=16, n_head=16, n_embd=2048,
+                        intermediate_size=1024, position_embedding="rope", norm_class_name="RMSNorm",
+                        bias=False, tie_embeddings=False, mlp_class_name="MoE", n_experts=64,
+                        n_experts_per_token=8, moe_routing="softmax_topk", moe_expert_mlp="LLaMAMLP"),
 }

@@ -523,3 +523,10 @@ def hf_float64(hf_model):
                     m.original_inv_freq = m.inv_freq.clone()
             hf_model._float64_rope = True
         yield hf_model
+
+
+# Mixtral / Qwen2-MoE / OLMoE live in their own module (gpt/convert_moe.py); re-exported here
+from .convert_moe import (  # noqa: E402,F401
+    MOE_FAMILIES, moe_config_from_hf, moe_config_to_hf, moe_from_hf, moe_state_dict_from_hf, moe_state_dict_to_hf,
+    moe_to_hf,
+)

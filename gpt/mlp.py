@@ -40,4 +40,8 @@ class GemmaMLP(LLaMAMLP):
 
 
 def build_mlp(config) -> nn.Module:
+    if config.mlp_class_name == "MoE":
+        from .moe import MoE
+
+        return MoE(config)
     return {"GptNeoxMLP": GptNeoxMLP, "LLaMAMLP": LLaMAMLP, "GemmaMLP": GemmaMLP}[config.mlp_class_name](config)

@@ -68,7 +68,9 @@ class GPT(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
         for block in self.blocks:
-            for proj in (block.attn.proj, block.mlp.proj):
+            # the residual projections: the MLP's, or each expert's in an MoE
+            mlp_projs = [m.proj for m in block.mlp.modules() if isinstance(getattr(m, "proj", None), nn.Linear)]
+            for proj in (block.attn.proj, *mlp_projs):
                 nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
             if block.attn.sinks is not None:  # as transformers' GPT-OSS initialises them
                 nn.init.normal_(block.attn.sinks, mean=0.0, std=0.02)
@@ -166,6 +168,18 @@ class GPT(nn.Module):
                                                         and segment_ids is None):
             raise ValueError("attn_backend='flash' runs causal attention over unpadded rows only: "
                              "attention_mask, position_ids and segment_ids need attn_backend='sdpa' or 'math'")
+    def aux_loss(self) -> Tensor:
+        """MoE: the load-balancing loss of the last forward's routing over all layers (0-dim, differentiable;
+        gpt.moe.load_balancing_loss). Training: ``loss = ce(model(idx), y) + coef * model.aux_loss()``."""
+        from .moe import load_balancing_loss
+
+        if not self.config.is_moe:
+            raise ValueError("aux_loss needs mlp_class_name='MoE'; this model's MLP is "
+                             f"{self.config.mlp_class_name!r}")
+        routings = [block.mlp.last_routing for block in self.blocks]
+        if any(r is None for r in routings):
+            raise ValueError("aux_loss needs a forward pass first")
+        return load_balancing_loss(routings, self.config.n_experts)
 
     def embed(self, idx: Tensor) -> Tensor:
         self._check_idx(idx)

@@ -58,8 +58,9 @@ def draw_case(data, subject, dtype=torch.float64, min_len: int = 1, max_batch: i
 def _chain_length(config) -> int:
     """n of the bounds below: the longest reduction of the forward (a dot product over n_embd, the MLP's
     intermediate_size or the attention width, a softmax over up to block_size keys; a RoPE angle p * theta
-    has p < block_size)."""
-    return max(config.n_embd, config.intermediate_size, config.block_size, config.n_head * config.head_size)
+    has p < block_size; an MoE layer's experts and shared expert have their own widths)."""
+    return max(config.n_embd, config.intermediate_size, config.block_size, config.n_head * config.head_size,
+               config.moe_intermediate_size, config.shared_expert_intermediate_size)
 
 
 def reordering_tol(config, ref: torch.Tensor, dtype: torch.dtype = torch.float64) -> float:

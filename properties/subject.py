@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-from gpt.config import Config
+from gpt.config import MLPS, Config
 from strategies.space import ConfigSpace
 
 CAPABILITIES = {
@@ -45,6 +45,7 @@ CAPABILITIES = {
     "reference_weights": "loads gpt.GPT's weights for a config and maps its tensors back (load_reference, "
                          "to_reference; usually through a properties.weight_map.WeightMap)",
     "residual_projections": "names the residual branches' output projections (residual_projections)",
+    "aux_loss": "an MoE load-balancing loss per forward (logits_and_aux_loss), 1 for uniform routing",
 }
 
 
@@ -114,6 +115,11 @@ class Subject:
         raise NotImplementedError
 
     def logits_from_embeds(self, model: nn.Module, embeds: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # capability "aux_loss"
+    def logits_and_aux_loss(self, model: nn.Module, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits, aux): aux = N sum_i f_i P_i with f summing to 1 (gpt.moe.load_balancing_loss)."""
         raise NotImplementedError
 
     # capability "param_count"
@@ -211,8 +217,9 @@ class GPTSubject(Subject):
 
     def __init__(self, backends=("math", "sdpa"), name: str = "gpt") -> None:
         self.name = name
-        self.space = ConfigSpace(backends=tuple(backends), sliding_window=True, layer_types=True,
-                                 attn_logit_softcap=True, final_logit_softcap=True, attention_sinks=True)
+        self.space = ConfigSpace(backends=tuple(backends), mlps=MLPS + ("MoE",), sliding_window=True,
+                                 layer_types=True, attn_logit_softcap=True, final_logit_softcap=True,
+                                 attention_sinks=True)
 
     def build(self, config, seed, dtype=torch.float64, device="cpu"):
         from gpt import GPT
@@ -242,6 +249,10 @@ class GPTSubject(Subject):
 
     def param_count(self, config):
         return config.param_count()
+
+    def logits_and_aux_loss(self, model, idx):
+        logits = model(idx)
+        return logits, model.aux_loss()  # ValueError for a dense config
 
     def save(self, model, path):
         from gpt.checkpoint import save_checkpoint
@@ -285,13 +296,13 @@ class GPTSubject(Subject):
         return out
 
     def residual_projections(self, model):
-        return [n for n, _ in model.named_parameters() if n.endswith((".attn.proj.weight", ".attn.proj.bias",
-                                                                    ".mlp.proj.weight", ".mlp.proj.bias"))]
+        # attn.proj, mlp.proj, and with MoE mlp.experts.{e}.proj and mlp.shared.proj
+        return [n for n, _ in model.named_parameters() if n.endswith((".proj.weight", ".proj.bias"))]
 
 
-def _hf(cls_name: str) -> Callable[[], Subject]:
+def _hf(cls_name: str, module_name: str = "properties.hf_subjects") -> Callable[[], Subject]:
     def make() -> Subject:
-        module = importlib.import_module("properties.hf_subjects")
+        module = importlib.import_module(module_name)
         return getattr(module, cls_name)()
     return make
 
@@ -303,6 +314,9 @@ BUILTIN: dict[str, Callable[[], Subject]] = {
     "hf-gpt2": _hf("HFGPT2Subject"),
     "hf-neox": _hf("HFNeoXSubject"),
     "hf-llama": _hf("HFLlamaSubject"),
+    "hf-mixtral": _hf("HFMixtralSubject", "properties.hf_moe_subjects"),
+    "hf-qwen-moe": _hf("HFQwenMoESubject", "properties.hf_moe_subjects"),
+    "hf-olmoe": _hf("HFOlmoeSubject", "properties.hf_moe_subjects"),
 }
 ENV_VAR = "GPT_PROPERTIES_SUBJECT"
 

@@ -92,6 +92,8 @@ def test_mlp_matches_definition(subject, data):
     """GptNeoxMLP = proj(gelu(fc x)); LLaMAMLP = proj(silu(fc_1 x) * fc_2 x); GemmaMLP = proj(gelu(fc_1 x) * fc_2 x)."""
     gpt_only(subject)
     config = draw_config(data, subject)
+    if config.is_moe:  # the expert kinds are these MLPs; the MoE itself is test_moe_*'s
+        config = config.replace(mlp_class_name=config.moe_expert_mlp)
     mlp = build_mlp(config).double()
     x = _randn(data, 2, 3, config.n_embd)
     if config.gelu_approximate == "tanh":  # Hendrycks & Gimpel's tanh approximation

@@ -12,6 +12,7 @@ which the drawn sizes reach many times per run.
 """
 import pytest
 import math
+import re
 
 import torch
 from hypothesis import given, strategies as st
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.gpt_internal
 
 TAIL = 1e-9
 Z_MAX = 6.1  # P(|N(0, 1)| > 6.1) ~ 1.1e-9
-RESIDUAL_PROJECTIONS = (".attn.proj.weight", ".mlp.proj.weight")
+# attn.proj and mlp.proj; in an MoE every routed and shared expert's proj
+RESIDUAL_PROJECTIONS = re.compile(r"\.(attn|mlp|mlp\.experts\.\d+|mlp\.shared)\.proj\.weight$")
 
 
 def _assert_gaussian(name: str, w: torch.Tensor, sigma: float) -> None:
@@ -54,7 +56,7 @@ def test_initialisation_follows_gpt2(subject, data):
         elif owner in ("LayerNorm", "RMSNorm"):
             expected = 1.0
         else:
-            sigma = 0.02 / math.sqrt(2 * config.n_layer) if name.endswith(RESIDUAL_PROJECTIONS) else 0.02
+            sigma = 0.02 / math.sqrt(2 * config.n_layer) if RESIDUAL_PROJECTIONS.search(name) else 0.02
             _assert_gaussian(name, p, sigma)
             continue
         assert torch.equal(p, torch.full_like(p, expected)), f"{name} ({owner}) does not start at {expected}"

@@ -51,10 +51,12 @@ def test_zeroed_residual_branches_leave_head_of_final_norm_of_embeddings(subject
         for n in names:
             params[n].zero_()
         sd = subject.to_reference(model, dict(model.named_parameters()), config)
-        for kind in ("attn", "mlp"):
-            for i in range(config.n_layer):
-                w = sd[f"blocks.{i}.{kind}.proj.weight"]
-                assert not w.any(), f"residual_projections left blocks.{i}.{kind}.proj (reference name) non-zero"
+        # the reference's output projections: attn.proj and mlp.proj, or with MoE every expert's and the
+        # shared expert's proj (mlp.experts.{e}.proj, mlp.shared.proj)
+        outputs = [n for n in sd if n.startswith("blocks.") and n.endswith(".proj.weight")]
+        assert len(outputs) >= 2 * config.n_layer, f"reference output projections missing: {outputs}"
+        for n in outputs:
+            assert not sd[n].any(), f"residual_projections left {n} (reference name) non-zero"
         idx = data.draw(token_batches(config), label="idx")
         x = sd["wte.weight"][idx]  # (B, T, C)
         if config.position_embedding == "learned":

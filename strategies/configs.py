@@ -74,6 +74,8 @@ def configs(draw, space: ConfigSpace = ConfigSpace(), size: str = "tiny", dropou
     kw["shared_attention_norm"] = pick("shared_attention_norm", st.sampled_from(shared))
     kw["attn_backend"] = pick("attn_backend", st.sampled_from(space.backends))
     kw.update(_attention_variants(draw, space, fixed, kw["n_layer"], kw["block_size"]))
+    if kw["mlp_class_name"] == "MoE":
+        kw.update(_moe_fields(draw, pick, space, n_embd))
     if dropout:
         # >= 0.3 so that two train-mode forwards differ with overwhelming probability even on tiny draws
         p = st.sampled_from([0.3, 0.5])
@@ -113,6 +115,25 @@ def _attention_variants(draw, space: ConfigSpace, fixed: dict, n_layer: int, blo
     return kw
 
 
+def _moe_fields(draw, pick, space: ConfigSpace, n_embd: int) -> dict:
+    """Experts, top-k, routing, expert kind and width, shared experts. Ties in the top-k need equal router
+    scores, which random float64 router weights reach with probability 0: properties that depend on the
+    tie rule build them on purpose."""
+    n_experts = pick("n_experts", st.integers(1, space.max_experts))
+    kw = dict(n_experts=n_experts, n_experts_per_token=pick("n_experts_per_token", st.integers(1, n_experts)),
+              moe_routing=pick("moe_routing", st.sampled_from(space.moe_routings)),
+              moe_expert_mlp=pick("moe_expert_mlp", st.sampled_from(space.moe_expert_mlps)),
+              moe_intermediate_size=pick("moe_intermediate_size", st.integers(1, 2 * n_embd)))
+    n_shared = pick("n_shared_experts", st.sampled_from(space.n_shared_experts))
+    kw["n_shared_experts"] = n_shared
+    if n_shared:
+        kw["shared_expert_gate"] = pick("shared_expert_gate", st.sampled_from(space.shared_expert_gate))
+        if space.free_shared_expert_size:
+            kw["shared_expert_intermediate_size"] = pick("shared_expert_intermediate_size",
+                                                         st.integers(1, 2 * n_embd))
+    return kw
+
+
 # field -> list of (override, note) that each break exactly one constraint of a valid base config
 _BREAKERS = {
     "vocab_size": [dict(vocab_size=0), dict(vocab_size=-3), dict(vocab_size=2.5)],
@@ -132,7 +153,13 @@ _BREAKERS = {
                           dict(position_embedding="rope", rotary_percentage=0.1)],  # rotates < 2 features
     "norm_class_name": [dict(norm_class_name="BatchNorm")],
     "norm_eps": [dict(norm_eps=0.0), dict(norm_eps=-1e-5)],
-    "mlp_class_name": [dict(mlp_class_name="MoE")],
+    "mlp_class_name": [dict(mlp_class_name="MoD")],
+    "n_experts": [dict(mlp_class_name="MoE", n_experts=0)],
+    "n_experts_per_token": [dict(mlp_class_name="MoE", n_experts=2, n_experts_per_token=3)],
+    "moe_routing": [dict(mlp_class_name="MoE", moe_routing="sigmoid")],
+    "moe_expert_mlp": [dict(mlp_class_name="MoE", moe_expert_mlp="MoE")],
+    "n_shared_experts": [dict(n_shared_experts=-1)],
+    "shared_expert_gate": [dict(shared_expert_gate=True, n_shared_experts=0)],
     "gelu_approximate": [dict(gelu_approximate="sigmoid")],
     "bias": [dict(bias="yes")],
     "shared_attention_norm": [dict(shared_attention_norm=True, parallel_residual=False)],

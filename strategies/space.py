@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpt.config import MLPS, NORMS
+from gpt.config import MLPS, MOE_ROUTINGS, NORMS
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class ConfigSpace:
 
     positions: tuple = ("learned", "rope")
     norms: tuple = NORMS
-    mlps: tuple = MLPS
+    mlps: tuple = MLPS  # add "MoE" to draw mixtures of experts (GPTSubject does; others opt in)
     gelu_approximations: tuple = ("none", "tanh")
     backends: tuple = ("math", "sdpa")
     bias: tuple = (False, True)
@@ -44,3 +44,10 @@ class ConfigSpace:
     # eps): never drawn, left at their Config default, and exempt from config-liveness
     # (properties/test_config_liveness.py), which fails for any other field that changes nothing
     ignored: tuple = ()
+    # MoE axes, used only when "MoE" is in mlps
+    max_experts: int = 5
+    moe_routings: tuple = MOE_ROUTINGS
+    moe_expert_mlps: tuple = MLPS
+    n_shared_experts: tuple = (0, 1, 2)
+    shared_expert_gate: tuple = (False, True)
+    free_shared_expert_size: bool = True  # shared_expert_intermediate_size other than n_shared * moe width
