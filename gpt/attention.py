@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from .embedding import apply_rope
 from .kv_cache import KVCache
+from .norm import build_qk_norms
 
 
 class CausalSelfAttention(nn.Module):
@@ -23,6 +24,7 @@ class CausalSelfAttention(nn.Module):
         self.config = config
         self.qkv = nn.Linear(config.n_embd, config.qkv_size, bias=config.qkv_bias)
         self.proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=config.bias)
+        self.q_norm, self.k_norm = build_qk_norms(config)
         self.kv_cache: Optional[KVCache] = None
 
     def forward(self, x: Tensor, rope: Optional[tuple[Tensor, Tensor]] = None,
@@ -31,9 +33,13 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split((c.n_head * c.head_size, c.n_query_groups * c.head_size,
                                      c.n_query_groups * c.head_size), dim=-1)
+        if c.qk_norm == "all_heads":  # OLMo 2: one norm over the projection of all heads
+            q, k = self.q_norm(q), self.k_norm(k)
         q = q.view(B, T, c.n_head, c.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, c.n_query_groups, c.head_size).transpose(1, 2)  # (B, nqg, T, hs)
         v = v.view(B, T, c.n_query_groups, c.head_size).transpose(1, 2)  # (B, nqg, T, hs)
+        if c.qk_norm == "per_head":  # over each head's features, before RoPE (Qwen3, Gemma 3)
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 

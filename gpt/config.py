@@ -10,11 +10,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from .rope_scaling import normalise_rope_scaling
+
 NORMS = ("LayerNorm", "RMSNorm")
 MLPS = ("GptNeoxMLP", "LLaMAMLP", "GemmaMLP")
 POSITIONS = ("learned", "rope")
 BACKENDS = ("math", "sdpa", "flash")
 GELU_APPROXIMATIONS = ("none", "tanh")
+# QK-norm: RMSNorm over each head's features (Qwen3, Gemma 3) or over all heads' projections (OLMo 2)
+QK_NORMS = ("none", "per_head", "all_heads")
+# where a block's norms sit: before each branch (GPT-2, Llama), before and after (Gemma 2 "sandwich"),
+# or only on each branch's output, inside the residual: x + norm(f(x)) (OLMo 2)
+NORM_PLACEMENTS = ("pre", "sandwich", "post")
 
 
 @dataclass(frozen=True)
@@ -38,9 +45,14 @@ class Config:
     position_embedding: Literal["learned", "rope"] = "learned"
     rope_base: float = 10000.0
     rotary_percentage: float = 1.0
+    # None, or a dict with "type" in ROPE_SCALINGS and its parameters (see gpt.rope_scaling); normalised
+    # in __post_init__ to every parameter filled in. Not hashed (a dict), compared as usual.
+    rope_scaling: Optional[dict] = field(default=None, hash=False)
     # blocks
     norm_class_name: Literal["LayerNorm", "RMSNorm"] = "LayerNorm"
     norm_eps: float = 1e-5
+    norm_placement: Literal["pre", "sandwich", "post"] = "pre"
+    qk_norm: Literal["none", "per_head", "all_heads"] = "none"  # RMSNorm on queries and keys before RoPE
     mlp_class_name: Literal["GptNeoxMLP", "LLaMAMLP", "GemmaMLP"] = "GptNeoxMLP"
     gelu_approximate: Literal["none", "tanh"] = "none"
     bias: bool = True
@@ -48,6 +60,7 @@ class Config:
     parallel_residual: bool = False
     shared_attention_norm: bool = False
     tie_embeddings: bool = True
+    scale_embeddings: bool = False  # token embeddings times sqrt(n_embd) (Gemma)
     # regularisation
     embd_dropout: float = 0.0
     attn_dropout: float = 0.0
@@ -63,7 +76,8 @@ class Config:
         for name in ("padded_vocab_size", "head_size", "n_query_groups", "intermediate_size"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), low=1)
-        for name in ("bias", "attn_bias", "parallel_residual", "shared_attention_norm", "tie_embeddings"):
+        for name in ("bias", "attn_bias", "parallel_residual", "shared_attention_norm", "tie_embeddings",
+                     "scale_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Config.{name} must be a bool, got {getattr(self, name)!r}")
         _check_choice("position_embedding", self.position_embedding, POSITIONS)
@@ -71,6 +85,10 @@ class Config:
         _check_choice("mlp_class_name", self.mlp_class_name, MLPS)
         _check_choice("gelu_approximate", self.gelu_approximate, GELU_APPROXIMATIONS)
         _check_choice("attn_backend", self.attn_backend, BACKENDS)
+        _check_choice("qk_norm", self.qk_norm, QK_NORMS)
+        _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
+        if self.norm_placement != "pre" and self.parallel_residual:
+            raise ValueError(f"Config.norm_placement={self.norm_placement!r} requires parallel_residual=False")
         for name in ("embd_dropout", "attn_dropout", "resid_dropout"):
             p = _check_float(name, getattr(self, name))
             if not 0.0 <= p < 1.0:
@@ -116,6 +134,9 @@ class Config:
                 )
         else:
             self._derive('rope_n_elem', 0)
+        if self.rope_scaling is not None and self.position_embedding != "rope":
+            raise ValueError("Config.rope_scaling requires position_embedding='rope'")
+        self._derive('rope_scaling', normalise_rope_scaling(self.rope_scaling))
 
     def _derive(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)  # frozen: derived fields are set once, here
@@ -171,10 +192,13 @@ class Config:
         C, I, V = self.n_embd, self.intermediate_size, self.padded_vocab_size
         b = int(self.bias)
         norm = C * (2 if self.norm_class_name == "LayerNorm" and self.bias else 1)
+        qk_norm = {"none": 0, "per_head": 2 * self.head_size,
+                   "all_heads": (self.n_head + self.n_query_groups) * self.head_size}[self.qk_norm]
         attn = C * self.qkv_size + self.qkv_size * int(self.qkv_bias) + self.n_head * self.head_size * C + C * b
+        attn += qk_norm
         n_in = 1 if self.mlp_class_name == "GptNeoxMLP" else 2  # gated MLPs have fc_1 and fc_2
         mlp = n_in * (C * I + I * b) + I * C + C * b
-        n_block_norms = 1 if self.shared_attention_norm else 2
+        n_block_norms = 1 if self.shared_attention_norm else 4 if self.norm_placement == "sandwich" else 2
         block = n_block_norms * norm + attn + mlp
         embeddings = V * C + (self.block_size * C if self.position_embedding == "learned" else 0)
         head = 0 if self.tie_embeddings else V * C

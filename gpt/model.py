@@ -18,21 +18,25 @@ from .norm import build_norm
 class Block(nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
-        self.norm_1 = build_norm(config)
+        pre, post = config.norm_placement != "post", config.norm_placement != "pre"
+        self.norm_1 = build_norm(config, pre)
         self.attn = CausalSelfAttention(config)
-        self.norm_2 = None if config.shared_attention_norm else build_norm(config)
+        self.norm_2 = None if config.shared_attention_norm else build_norm(config, pre)
         self.mlp = build_mlp(config)
+        # Gemma 2's sandwich and OLMo 2's placement: each branch's output is normed inside the residual
+        self.post_attn_norm = build_norm(config, post)
+        self.post_mlp_norm = build_norm(config, post)
         self.drop = nn.Dropout(config.resid_dropout)
         self.parallel_residual = config.parallel_residual
 
     def forward(self, x: Tensor, rope=None, input_pos: Optional[Tensor] = None, end: Optional[int] = None) -> Tensor:
         x_normed = self.norm_1(x)
-        h = self.drop(self.attn(x_normed, rope, input_pos, end))
+        h = self.drop(self.post_attn_norm(self.attn(x_normed, rope, input_pos, end)))
         if self.parallel_residual:  # GPT-NeoX / GPT-J: attention and MLP both read the block's input
             mlp_in = x_normed if self.norm_2 is None else self.norm_2(x)
             return x + h + self.drop(self.mlp(mlp_in))
         x = x + h
-        return x + self.drop(self.mlp(self.norm_2(x)))
+        return x + self.drop(self.post_mlp_norm(self.mlp(self.norm_2(x))))
 
 
 class GPT(nn.Module):
@@ -103,7 +107,8 @@ class GPT(nn.Module):
         x = self.drop(x)
         rope = None
         if self.config.position_embedding == "rope":
-            rope = rope_cache(pos, self.config.rope_n_elem, self.config.rope_base, x.dtype)
+            rope = rope_cache(pos, self.config.rope_n_elem, self.config.rope_base, x.dtype,
+                              self.config.rope_scaling)
         cache_pos = pos if input_pos is not None else None
         for block in self.blocks:
             x = block(x, rope, cache_pos, end)
@@ -111,7 +116,13 @@ class GPT(nn.Module):
         return logits[..., : self.config.vocab_size]  # padded columns are a speed detail, never output
 
     def embed(self, idx: Tensor) -> Tensor:
+        """The input embeddings of ``idx``: the token embeddings, times sqrt(n_embd) (rounded to the model
+        dtype) with ``scale_embeddings`` (Gemma; transformers' embedding module scales the same way, so
+        ``inputs_embeds`` are scaled embeddings on both sides)."""
         self._check_idx(idx)
+        if self.config.scale_embeddings:
+            return self.wte(idx) * torch.tensor(math.sqrt(self.config.n_embd), dtype=self.wte.weight.dtype,
+                                                device=idx.device)
         return self.wte(idx)
 
     def _check_idx(self, idx: Tensor) -> None:
