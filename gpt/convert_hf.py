@@ -127,6 +127,8 @@ def config_to_hf(config: Config, family: Optional[str] = None, attn_implementati
     kw = config_to_hf_dict(config, family)
     kw.pop("model_type")
     kw["attn_implementation"] = attn_implementation or _BACKEND_TO_HF[config.attn_backend]
+    if family == "gemma2" and kw["attn_implementation"] == "sdpa":  # transformers' Gemma 2 has no sdpa path
+        kw["attn_implementation"] = "eager"
     return getattr(transformers, _HF_CONFIGS[family])(**kw)
 
 

@@ -117,7 +117,8 @@ def check(c: Config, family: str, req: Callable[[bool, str], None]) -> None:
         req(not c.bias and c.attn_bias, "bias must be False and attn_bias True (q, k, v are always biased)")
     else:
         req(not c.bias and not c.attn_bias, "bias and attn_bias must be False")
-    req(c.n_embd % c.n_head == 0, f"n_embd ({c.n_embd}) must be divisible by n_head ({c.n_head})")
+    if family in ("llama", "gemma2"):  # their configs validate it even with an explicit head_dim
+        req(c.n_embd % c.n_head == 0, f"n_embd ({c.n_embd}) must be divisible by n_head ({c.n_head})")
     if not s.free_head_dim:
         req(c.n_head * c.head_size == c.n_embd, f"head_size ({c.head_size}) must be n_embd // n_head")
     req(c.qk_norm == s.qk_norm, f"qk_norm must be {s.qk_norm!r}")

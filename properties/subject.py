@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from gpt.config import Config
-from strategies.space import ConfigSpace
+from strategies.space import MODERN_AXES, ConfigSpace
 
 CAPABILITIES = {
     "kv_cache": "incremental decoding through a key/value cache (reset_cache, decode)",
@@ -99,7 +99,7 @@ class GPTSubject(Subject):
 
     def __init__(self, backends=("math", "sdpa"), name: str = "gpt") -> None:
         self.name = name
-        self.space = ConfigSpace(backends=tuple(backends))
+        self.space = ConfigSpace(backends=tuple(backends), **MODERN_AXES)
 
     def build(self, config, seed, dtype=torch.float64, device="cpu"):
         from gpt import GPT
@@ -148,6 +148,12 @@ BUILTIN: dict[str, Callable[[], Subject]] = {
     "hf-gpt2": _hf("HFGPT2Subject"),
     "hf-neox": _hf("HFNeoXSubject"),
     "hf-llama": _hf("HFLlamaSubject"),
+    "hf-mistral": _hf("HFMistralSubject"),
+    "hf-qwen2": _hf("HFQwen2Subject"),
+    "hf-qwen3": _hf("HFQwen3Subject"),
+    "hf-gemma2": _hf("HFGemma2Subject"),
+    "hf-olmo2": _hf("HFOlmo2Subject"),
+    "hf-phi3": _hf("HFPhi3Subject"),
 }
 ENV_VAR = "GPT_PROPERTIES_SUBJECT"
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpt.config import MLPS, NORMS
+from gpt.config import MLPS, NORM_PLACEMENTS, NORMS, QK_NORMS
+from gpt.rope_scaling import ROPE_SCALINGS
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,17 @@ class ConfigSpace:
     vocab_padding: bool = True  # padded_vocab_size > vocab_size
     intermediate_sizes: bool = True  # intermediate_size other than 4 * n_embd
     norm_eps: tuple = (1e-5, 1e-3, 0.1)
+    # Axes of modern architectures (issue 16). Off by default: a model written before them (a user's
+    # make(config)) would compute something else for them; subjects that implement them claim them.
+    qk_norms: tuple = ("none",)
+    norm_placements: tuple = ("pre",)
+    scale_embeddings: tuple = (False,)
+    rope_scalings: tuple = ("none",)  # "none" and types of gpt.rope_scaling.ROPE_SCALINGS
     # configs(dropout=True) draws one probability per group for the fields in it; fields in no group stay
     # 0. A group of several fields shares one value (GPT-NeoX's hidden_dropout is embd and resid dropout).
     dropout_groups: tuple = (("embd_dropout",), ("attn_dropout",), ("resid_dropout",))
+
+
+# every modern axis on, for subjects that implement them all (gpt.GPT)
+MODERN_AXES = dict(qk_norms=QK_NORMS, norm_placements=NORM_PLACEMENTS, scale_embeddings=(False, True),
+                   rope_scalings=("none",) + ROPE_SCALINGS)
