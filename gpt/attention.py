@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from .embedding import apply_rope
 from .kv_cache import KVCache
-from .norm import build_qk_norms
+from .norm import build_qk_norms, qk_normed
 
 
 class CausalSelfAttention(nn.Module):
@@ -33,13 +33,11 @@ class CausalSelfAttention(nn.Module):
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split((c.n_head * c.head_size, c.n_query_groups * c.head_size,
                                      c.n_query_groups * c.head_size), dim=-1)
-        if c.qk_norm == "all_heads":  # OLMo 2: one norm over the projection of all heads
-            q, k = self.q_norm(q), self.k_norm(k)
         q = q.view(B, T, c.n_head, c.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, c.n_query_groups, c.head_size).transpose(1, 2)  # (B, nqg, T, hs)
         v = v.view(B, T, c.n_query_groups, c.head_size).transpose(1, 2)  # (B, nqg, T, hs)
-        if c.qk_norm == "per_head":  # over each head's features, before RoPE (Qwen3, Gemma 3)
-            q, k = self.q_norm(q), self.k_norm(k)
+        if c.qk_norm != "none":  # before RoPE, so the norm sees the projection itself
+            q, k = qk_normed(self.q_norm, q, c.qk_norm), qk_normed(self.k_norm, k, c.qk_norm)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 

@@ -20,7 +20,11 @@ def rope_cache(positions: Tensor, n_elem: int, base: float, dtype: torch.dtype,
     work = torch.float64 if dtype == torch.float64 else torch.float32
     half = n_elem // 2
     inv_freq = base ** (-torch.arange(half, device=positions.device, dtype=work) * 2 / n_elem)  # (half,)
-    inv_freq, attention_factor = scale_frequencies(inv_freq, n_elem, base, scaling)
+    if scaling is not None:  # scaled in float64, rounded once: the bands' arithmetic adds no float32 error
+        inv_freq, attention_factor = scale_frequencies(inv_freq.double(), n_elem, base, scaling)
+        inv_freq = inv_freq.to(work)
+    else:
+        attention_factor = 1.0
     angles = torch.outer(positions.to(work), inv_freq)  # (T, half)
     if attention_factor != 1.0:
         return angles.cos() * attention_factor, angles.sin() * attention_factor

@@ -41,3 +41,12 @@ def build_qk_norms(config) -> tuple[nn.Module, nn.Module]:
         return RMSNorm(config.head_size, config.norm_eps), RMSNorm(config.head_size, config.norm_eps)
     return (RMSNorm(config.n_head * config.head_size, config.norm_eps),
             RMSNorm(config.n_query_groups * config.head_size, config.norm_eps))
+
+
+def qk_normed(norm: nn.Module, x: Tensor, scope: str) -> Tensor:
+    """Queries or keys x (B, h, T, hs) normalised over each head's hs features ("per_head") or over all
+    h * hs features of a position ("all_heads")."""
+    if scope == "per_head":
+        return norm(x)
+    B, h, T, hs = x.shape
+    return norm(x.transpose(1, 2).reshape(B, T, h * hs)).view(B, T, h, hs).transpose(1, 2)  # (B, h, T, hs)

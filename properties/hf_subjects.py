@@ -255,6 +255,10 @@ class HFPhi3Subject(HFLlamaSubject):
                         free_head_size=False)  # head_dim = hidden_size // num_attention_heads
 
 
+BY_FAMILY = {s.family: s for s in (HFGPT2Subject, HFNeoXSubject, HFLlamaSubject, HFMistralSubject, HFQwen2Subject,
+                                   HFQwen3Subject, HFGemma2Subject, HFOlmo2Subject, HFPhi3Subject)}
+
+
 def raw_gpt2() -> Subject:
     """hf-gpt2 without the float64 numerics (GPT-2 has no float32 casts: identical results)."""
     return HFGPT2Subject(exact_float64=False)
