@@ -126,6 +126,7 @@ def check(c: Config, family: str, req: Callable[[bool, str], None]) -> None:
     req(c.scale_embeddings == s.scale_embeddings, f"scale_embeddings must be {s.scale_embeddings}")
     if family == "phi3":
         req(c.embd_dropout == 0, "embd_dropout must be 0 (Phi-3 has no embedding dropout)")
+        req(c.rope_scaling is None, "rope_scaling must be None (Phi3Config accepts longrope only, which we lack)")
     else:
         req(c.embd_dropout == 0 and c.resid_dropout == 0, "embd_dropout and resid_dropout must be 0")
 

@@ -250,6 +250,7 @@ class HFPhi3Subject(HFLlamaSubject):
     family, hf_class = "phi3", "Phi3ForCausalLM"
     space = ConfigSpace(**{**_MODERN, "partial_rotary": True,  # partial_rotary_factor (even counts only:
                            # an odd rotary_dim makes HF rotate one feature more than ours, as in GPT-NeoX)
+                           "rope_scalings": ("none",),  # Phi3Config accepts only longrope scaling (not ours)
                            "dropout_groups": (("resid_dropout",), ("attn_dropout",))},  # resid_pdrop,
                         # attention_dropout; embd_pdrop exists but transformers' model never applies it
                         free_head_size=False)  # head_dim = hidden_size // num_attention_heads
