@@ -49,6 +49,10 @@ BUG_CLASSES: dict[str, str] = {
     "final-norm": "final norm skipped",
     "kv-cache-read": "KV cache read back wrongly",
     "param-count": "closed-form parameter count disagrees with the built model",
+    "qk-norm": "QK-norm over the wrong features, after RoPE, with the wrong weights, or skipped",
+    "rope-scaling": "RoPE scaling (linear, llama3 bands, YaRN ramp and attention factor) off its formula",
+    "norm-placement": "sandwich / post norms outside the residual branch",
+    "hf-conversion": "a weight or scale converted wrongly to or from a transformers family",
 }
 REQUIRED_BUG_CLASSES: tuple[str, ...] = tuple(list(BUG_CLASSES)[:24])
 
@@ -356,6 +360,77 @@ MUTANTS: list[Mutant] = [
        "config.py",
        "self.qkv_size * int(self.qkv_bias)",
        "self.qkv_size * b"),
+]
+
+# ------------------------------------------------------------------ modern families (issue 16: modern-families)
+MUTANTS += [
+    _m("qk_norm_after_rope", "qk-norm",
+       "QK-norm applied to the rotated queries and keys (after RoPE) instead of before",
+       "attention.py",
+       "        if c.qk_norm != \"none\":  # before RoPE, so the norm sees the projection itself\n"
+       "            q, k = qk_normed(self.q_norm, q, c.qk_norm), qk_normed(self.k_norm, k, c.qk_norm)\n"
+       "        if rope is not None:\n"
+       "            q, k = apply_rope(q, *rope), apply_rope(k, *rope)\n",
+       "        if rope is not None:\n"
+       "            q, k = apply_rope(q, *rope), apply_rope(k, *rope)\n"
+       "        if c.qk_norm != \"none\":\n"
+       "            q, k = qk_normed(self.q_norm, q, c.qk_norm), qk_normed(self.k_norm, k, c.qk_norm)\n"),
+    _m("qk_norm_keys_use_query_weight", "qk-norm",
+       "keys normalised with the query norm's weights (copy-paste: k_norm created but unused)",
+       "attention.py",
+       "qk_normed(self.k_norm, k, c.qk_norm)",
+       "qk_normed(self.q_norm, k, c.qk_norm)"),
+    _m("qk_norm_all_heads_mixes_positions", "qk-norm",
+       "OLMo-2 QK-norm flattens (B, h, T, hs) without moving heads next to features: it normalises over "
+       "a mix of positions and heads",
+       "norm.py",
+       "norm(x.transpose(1, 2).reshape(B, T, h * hs))",
+       "norm(x.reshape(B, T, h * hs))"),
+    _m("qk_norm_all_heads_skipped", "qk-norm",
+       "only per-head QK-norm is applied; the all-heads (OLMo 2) norm is created but never used",
+       "attention.py",
+       "        if c.qk_norm != \"none\":  # before RoPE",
+       "        if c.qk_norm == \"per_head\":  # before RoPE"),
+    _m("llama3_band_edges_swapped", "rope-scaling",
+       "llama3 scaling with low_freq_factor and high_freq_factor swapped: the band edges trade places",
+       "rope_scaling.py",
+       'scaling["low_freq_factor"], scaling["high_freq_factor"]',
+       'scaling["high_freq_factor"], scaling["low_freq_factor"]'),
+    _m("yarn_ramp_reversed", "rope-scaling",
+       "YaRN ramp reversed: high frequencies interpolated and low ones kept",
+       "rope_scaling.py",
+       "keep = 1 - ramp.clamp(0, 1)",
+       "keep = ramp.clamp(0, 1)"),
+    _m("linear_scaling_multiplies", "rope-scaling",
+       "linear RoPE scaling multiplies the frequencies by the factor instead of dividing",
+       "rope_scaling.py",
+       "return inv_freq / f, 1.0",
+       "return inv_freq * f, 1.0"),
+    _m("yarn_attention_factor_on_cos_only", "rope-scaling",
+       "YaRN attention factor applied to cos but not to sin: the table is no longer a scaled rotation",
+       "embedding.py",
+       "return angles.cos() * attention_factor, angles.sin() * attention_factor",
+       "return angles.cos() * attention_factor, angles.sin()"),
+    _m("scaled_rope_table_in_model_dtype", "rope-precision",
+       "scaled RoPE frequencies rounded to the model dtype (bf16) before the angles are taken",
+       "embedding.py",
+       "inv_freq = inv_freq.to(work)",
+       "inv_freq = inv_freq.to(dtype)"),
+    _m("post_mlp_norm_outside_residual", "norm-placement",
+       "post-MLP norm applied after the residual add, norm(x + f(x)), instead of x + norm(f(x))",
+       "model.py",
+       "return x + self.drop(self.post_mlp_norm(self.mlp(self.norm_2(x))))",
+       "return self.post_mlp_norm(x + self.drop(self.mlp(self.norm_2(x))))"),
+    _m("gemma_final_norm_offset_missing", "hf-conversion",
+       "Gemma's (1 + weight) offset converted for the block norms but not for the final norm",
+       "convert_hf.py",
+       '_copy_norm(out, top["norm_f"], sd, "norm_f", _norm_offset(family))',
+       '_copy_norm(out, top["norm_f"], sd, "norm_f")'),
+    _m("embedding_scale_not_sqrt", "hf-conversion",
+       "Gemma's embedding scale n_embd instead of sqrt(n_embd)",
+       "model.py",
+       "torch.tensor(math.sqrt(self.config.n_embd), dtype=self.wte.weight.dtype,",
+       "torch.tensor(float(self.config.n_embd), dtype=self.wte.weight.dtype,"),
 ]
 
 BY_NAME: dict[str, Mutant] = {m.name: m for m in MUTANTS}
