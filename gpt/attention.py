@@ -26,6 +26,11 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=config.bias)
         self.q_norm, self.k_norm = build_qk_norms(config)
         self.kv_cache: Optional[KVCache] = None
+        if config.attn_backend == "flash" and torch.cuda.is_available():
+            try:  # import now, eagerly: an import traced by torch.compile breaks the graph
+                flash_attn_func()
+            except ImportError:
+                pass  # the forward raises the error with the install hint
 
     def forward(self, x: Tensor, rope: Optional[tuple[Tensor, Tensor]] = None,
                 input_pos: Optional[Tensor] = None, end: Optional[int] = None) -> Tensor:
@@ -112,15 +117,26 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: fl
     elif dropout_p > 0:
         raise ValueError("FlashAttention-4 has no attention dropout: set attn_dropout=0 or use another backend")
     else:
-        out = fn(*args, softmax_scale=scale, causal=True)
+        from .flash_op import fa4_attention  # a custom op: torch.compile traces it without a graph break
+
+        out = fa4_attention(*args, scale, causal=True)
     if isinstance(out, tuple):  # FA4 may return (out, lse)
         out = out[0]
     return out.transpose(1, 2)
 
 
-@functools.cache
+_flash: Optional[tuple] = None  # a module global, not functools.cache: Dynamo reads it without a graph break
+
+
 def flash_attn_func():
     """(function, supports dropout): FA2's flash_attn_func, else FA4's flash_attn.cute one."""
+    global _flash
+    if _flash is None:
+        _flash = _import_flash()
+    return _flash
+
+
+def _import_flash():
     try:
         from flash_attn import flash_attn_func as fa2
         return fa2, True

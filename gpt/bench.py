@@ -150,17 +150,37 @@ def build_hf_gpt2(config: Config) -> torch.nn.Module:
     return GPT2LMHeadModel(hf_config)
 
 
-def build_model(impl: str, config: Config) -> tuple[torch.nn.Module, Callable]:
-    """(module, forward: idx -> logits)."""
+def load_factory(spec: str) -> Callable[[Config], torch.nn.Module]:
+    """``package.module:factory`` -> the factory; it gets the preset's Config and returns an nn.Module."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise SystemExit(f"--baseline must be hf_gpt2 or package.module:factory, got {spec!r}")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise SystemExit(f"--baseline {spec}: cannot load the factory ({e}); is its directory on PYTHONPATH?")
+
+
+def takes_targets(module: torch.nn.Module) -> bool:
+    """Whether ``module(idx, targets=...)`` computes its own loss (nanoGPT's convention)."""
+    import inspect
+
+    try:
+        return "targets" in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def build_model(impl: str, config: Config) -> torch.nn.Module:
     if impl == "gpt":
         from .model import GPT
 
-        model = GPT(config)
-        return model, model
+        return GPT(config)
     if impl == "hf_gpt2":
-        model = build_hf_gpt2(config)
-        return model, lambda idx: model(input_ids=idx, use_cache=False).logits
-    raise ValueError(f"unknown implementation {impl!r}")
+        return build_hf_gpt2(config)
+    return load_factory(impl)(config)
 
 
 # --------------------------------------------------------------------------- measurement
@@ -177,7 +197,8 @@ def measure(spec: dict) -> dict:
         import transformers  # noqa: F401  imported before the memory baseline: the library is not the model
     mem = PeakMemory(device)
 
-    module, _ = build_model(spec["impl"], config)
+    module = build_model(spec["impl"], config)
+    own_loss = spec["impl"] not in ("gpt", "hf_gpt2") and takes_targets(module)
     module.to(device).train()
     n_params = sum(p.numel() for p in module.parameters())
     # foreach (torch's default) unless --fused-adamw; both models get the same optimizer
@@ -186,20 +207,35 @@ def measure(spec: dict) -> dict:
 
     g = torch.Generator().manual_seed(spec["seed"])
     data = torch.randint(0, config.vocab_size, (B, T + 1), generator=g).to(device)
-    x, y = data[:, :-1], data[:, 1:]
+    x, y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
 
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with autocast(device, dtype):
             if spec["impl"] == "hf_gpt2" and spec.get("hf_labels"):
                 # Hugging Face's own loss path (labels=, shifted inside the model), as its users train
                 return module(input_ids=x, labels=x, use_cache=False).loss
-            logits = module(x) if spec["impl"] == "gpt" else module(input_ids=x, use_cache=False).logits
+            if spec["impl"] == "gpt" and spec["loss"] != "logits":
+                from .fused_loss import head_cross_entropy, linear_cross_entropy
+
+                h = module(x, return_hidden=True)
+                if spec["loss"] == "liger":
+                    return linear_cross_entropy(h, module.lm_head.weight[: config.vocab_size], y)
+                return head_cross_entropy(h, module.lm_head.weight, config.vocab_size, y)
+            if own_loss:  # the baseline's own loss path, e.g. nanoGPT's forward(idx, targets) -> (logits, loss)
+                out = module(x, targets=y)
+                return out[1] if isinstance(out, tuple) else out.loss
+            logits = module(input_ids=x, use_cache=False).logits if spec["impl"] == "hf_gpt2" else module(x)
         # otherwise the loss is computed identically for both models, in float32
         return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
 
     # with --compile the whole forward + loss is compiled, so the float32 upcast and the cross-entropy
     # fuse instead of materialising (B*T, vocab) float32 logits
     loss_fn = torch.compile(loss_of) if spec["compile"] else loss_of
+    if spec["impl"] == "gpt" and spec["loss"] == "liger":
+        from .fused_loss import fused_available
+
+        if device.type == "cuda" and not fused_available():
+            raise SystemExit("--fused-loss needs liger-kernel on CUDA (pip install liger-kernel)")
 
     def step() -> torch.Tensor:
         loss = loss_fn(x, y)
@@ -294,6 +330,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="our attention backend (the baseline always uses its SDPA attention)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True) for both models")
+    p.add_argument("--loss", choices=("head", "logits", "liger"), default="head",
+                   help="ours: head = padded-vocabulary head + masked float32 cross-entropy (gpt.fused_loss); "
+                        "logits = the model's (B, T, vocab_size) logits, then cross-entropy; liger = Liger-Kernel's "
+                        "fused linear cross-entropy (CUDA; never holds the logits, runs eagerly)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 10 on CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 on CUDA, 3 on CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -301,7 +341,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="CPU intra-op threads (default: torch's, one per core; 1 on a busy shared machine)")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="peak TFLOP/s for MFU (default: measured with a large matmul in --dtype)")
-    p.add_argument("--no-baseline", action="store_true", help="skip Hugging Face GPT2LMHeadModel")
+    p.add_argument("--baseline", action="append", default=None, metavar="SPEC",
+                   help="model to compare with: hf_gpt2 (Hugging Face GPT2LMHeadModel) or package.module:factory, "
+                        "a function make(config) -> nn.Module mapping idx to logits, or, like nanoGPT, "
+                        "forward(idx, targets) -> (logits, loss); e.g. examples.nanogpt_baseline:make with "
+                        "your nanoGPT checkout on PYTHONPATH; repeatable (default hf_gpt2)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the baseline")
     p.add_argument("--hf-labels", action="store_true",
                    help="baseline computes its loss the Hugging Face way, model(input_ids, labels=...), instead of "
                         "the identical float32 cross-entropy used for our model")
@@ -320,7 +365,7 @@ def settings_from(args: argparse.Namespace) -> dict:
              seq_len=args.seq_len or (min(block_size, 1024) if cuda else min(block_size, 64)),
              dtype=args.dtype or ("bfloat16" if cuda else "float32"), backend=args.backend,
              compile=args.compile, fused_adamw=args.fused_adamw, seed=args.seed, threads=args.threads,
-             hf_labels=args.hf_labels,
+             hf_labels=args.hf_labels, loss=args.loss, baselines=args.baseline or ["hf_gpt2"],
              steps=args.steps if args.steps is not None else (20 if cuda else 10),
              warmup=args.warmup if args.warmup is not None else (5 if cuda else 3))
     if not 1 <= s["seq_len"] <= block_size:
@@ -343,10 +388,10 @@ def run(settings: dict, peak_tflops: Optional[float], baseline: bool) -> dict:
         peak_tflops, peak_source = measure_peak_tflops(device, dtype)
     else:
         peak_source = "--peak-tflops"
-    skip_reason = None if baseline else "--no-baseline"
-    if baseline and skip_reason is None:
-        skip_reason = hf_incompatibility(config)
-    impls = ["gpt"] + ([] if skip_reason else ["hf_gpt2"])
+    skipped = {} if baseline else {b: "--no-baseline" for b in settings["baselines"]}
+    if baseline and "hf_gpt2" in settings["baselines"] and hf_incompatibility(config):
+        skipped["hf_gpt2"] = hf_incompatibility(config)
+    impls = ["gpt"] + [b for b in settings["baselines"] if b not in skipped]
     results = {}
     for impl in impls:
         spec = {**settings, "impl": impl}
@@ -360,12 +405,9 @@ def run(settings: dict, peak_tflops: Optional[float], baseline: bool) -> dict:
             results[impl] = measure_isolated(spec)
         r = results[impl]
         r["mfu"] = flops_per_token * r["tokens_per_s"] / (peak_tflops * 1e12)
-    ratios = None
-    if "hf_gpt2" in results:
-        ours, hf = results["gpt"], results["hf_gpt2"]
-        ratios = {"tokens_per_s": ours["tokens_per_s"] / hf["tokens_per_s"],
-                  "peak_memory": ours["peak_memory_mib"] / hf["peak_memory_mib"]
-                  if hf["peak_memory_mib"] > 0 else None}
+    ratios = {b: {"tokens_per_s": results["gpt"]["tokens_per_s"] / results[b]["tokens_per_s"],
+                  "peak_memory": results["gpt"]["peak_memory_mib"] / results[b]["peak_memory_mib"]
+                  if results[b]["peak_memory_mib"] > 0 else None} for b in impls[1:]}
     notes = []
     if "hf_gpt2" in results and not config.bias:
         notes.append(f"preset has bias=False; GPT2LMHeadModel always has biases "
@@ -373,29 +415,35 @@ def run(settings: dict, peak_tflops: Optional[float], baseline: bool) -> dict:
     return {"settings": settings, "tokens_per_step": settings["batch"] * settings["seq_len"],
             "flops_per_token": flops_per_token, "peak_tflops": peak_tflops, "peak_source": peak_source,
             "memory_kind": CUDA_MEMORY_KIND if device.type == "cuda" else CPU_MEMORY_KIND,
-            "results": results, "ratios_ours_over_hf": ratios, "baseline_skipped": skip_reason,
+            "results": results, "ratios_ours_over_baseline": ratios,
+            "baseline_skipped": "; ".join(f"{b}: {why}" for b, why in skipped.items()) or None,
             "notes": notes, "versions": versions(device)}
+
+
+def display_name(impl: str) -> str:
+    names = {"gpt": "gpt (ours)", "hf_gpt2": "hf GPT2LMHeadModel"}
+    return names.get(impl, impl.partition(":")[0].rpartition(".")[2])  # a factory: its module's name
 
 
 def format_table(report: dict) -> str:
     s = report["settings"]
     lines = [f"gpt.bench: {s['preset']}, batch {s['batch']} x seq {s['seq_len']}, {s['dtype']}, "
              f"backend {s['backend']}, compile {'on' if s['compile'] else 'off'}, "
-             f"AdamW {'fused' if s['fused_adamw'] else 'foreach'}, {s['device']} "
+             f"AdamW {'fused' if s['fused_adamw'] else 'foreach'}, "
+             f"our loss {s['loss']}, {s['device']} "
              f"({report['versions']['torch_threads']} threads), {s['steps']} steps after {s['warmup']} warm-up",
              f"peak {report['peak_tflops']:.3g} TFLOP/s ({report['peak_source']}); "
              f"{report['flops_per_token'] / 1e6:.1f} MFLOP/token (6N + 12LHDT)",
              "",
              f"{'model':<22}{'params':>10}{'step ms (med)':>15}{'tokens/s':>12}{'MFU':>8}{'peak mem MiB':>14}"]
-    names = {"gpt": "gpt (ours)", "hf_gpt2": "hf GPT2LMHeadModel"}
     for impl, r in report["results"].items():
-        lines.append(f"{names[impl]:<22}{r['params'] / 1e6:>9.2f}M{r['step_ms_median']:>15.1f}"
+        lines.append(f"{display_name(impl):<22}{r['params'] / 1e6:>9.2f}M{r['step_ms_median']:>15.1f}"
                      f"{r['tokens_per_s']:>12.0f}{100 * r['mfu']:>7.1f}%{r['peak_memory_mib']:>14.1f}")
-    ratios = report["ratios_ours_over_hf"]
-    if ratios:
-        mem = "n/a" if ratios["peak_memory"] is None else f"{ratios['peak_memory']:.2f}x"
-        lines.append(f"{'ours / hf':<22}{'':>10}{'':>15}{ratios['tokens_per_s']:>11.2f}x{'':>8}{mem:>14}")
-    else:
+    for impl, ratio in report["ratios_ours_over_baseline"].items():
+        mem = "n/a" if ratio["peak_memory"] is None else f"{ratio['peak_memory']:.2f}x"
+        name = f"ours / {display_name(impl).split()[-1]}"
+        lines.append(f"{name:<22}{'':>10}{'':>15}{ratio['tokens_per_s']:>11.2f}x{'':>8}{mem:>14}")
+    if report["baseline_skipped"]:
         lines.append(f"baseline skipped: {report['baseline_skipped']}")
     lines.append(f"memory: {report['memory_kind']}")
     lines += [f"note: {n}" for n in report["notes"]]

@@ -92,12 +92,13 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, idx: Optional[Tensor] = None, input_pos: Union[Tensor, int, None] = None, *,
-                inputs_embeds: Optional[Tensor] = None) -> Tensor:
+                inputs_embeds: Optional[Tensor] = None, return_hidden: bool = False) -> Tensor:
         """Logits (B, T, vocab_size) for token ids ``idx`` (B, T).
 
         ``input_pos`` are the positions of the T tokens (an int start or a (T,) tensor); with a KV cache
         allocated they are written to and read from it, without one they only place the tokens (RoPE /
         learned positions). ``inputs_embeds`` (B, T, n_embd) replaces the token-embedding lookup.
+        ``return_hidden`` returns the final-norm output (B, T, n_embd) instead of the logits.
         """
         x = self.embed(idx) if inputs_embeds is None else self._check_embeds(inputs_embeds)
         B, T, _ = x.shape
@@ -112,7 +113,10 @@ class GPT(nn.Module):
         cache_pos = pos if input_pos is not None else None
         for block in self.blocks:
             x = block(x, rope, cache_pos, end)
-        logits = self.lm_head(self.norm_f(x))
+        h = self.norm_f(x)  # (B, T, n_embd)
+        if return_hidden:  # for a fused head + loss (gpt.fused_loss) that never materialises the logits
+            return h
+        logits = self.lm_head(h)
         return logits[..., : self.config.vocab_size]  # padded columns are a speed detail, never output
 
     def embed(self, idx: Tensor) -> Tensor:

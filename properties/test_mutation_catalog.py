@@ -88,6 +88,19 @@ def test_junit_parsing_and_report(tmp_path):
     assert "| `m2` | detach | - | - | **survived** |" in text and "1/2 killed (50.0 %)" in text
 
 
+def test_warm_server_preloads_no_project_module():
+    """Forked mutant runs are only sound if nothing preloaded in the warm server is (or lives in) this project."""
+    import importlib.util
+
+    from properties.mutation import warm
+
+    for name in warm.PRELOAD:
+        assert name.partition(".")[0] not in warm.PROJECT_PACKAGES, name
+        spec = importlib.util.find_spec(name.partition(".")[0])
+        origin = Path(spec.origin).resolve() if spec and spec.origin else None
+        assert origin is None or ROOT not in origin.parents, f"{name} resolves inside the project: {origin}"
+
+
 def test_default_selection_leaves_out_tooling_tests():
     """The mutation run tests model math: tooling tests and the mutation tests are not in it."""
     tests = runner.default_tests(ROOT)

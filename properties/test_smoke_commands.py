@@ -96,8 +96,8 @@ def test_bench_with_hf_baseline(tmp_path):
     report = json.loads(path.read_text())
     stdout_json = json.loads(proc.stdout[proc.stdout.index("\n{") + 1:])  # the table, then the same JSON
     assert stdout_json["results"].keys() == report["results"].keys() == {"gpt", "hf_gpt2"}
-    assert "tokens/s" in proc.stdout and "ours / hf" in proc.stdout
-    for key in ("settings", "flops_per_token", "peak_tflops", "peak_source", "memory_kind", "ratios_ours_over_hf",
+    assert "tokens/s" in proc.stdout and "ours / GPT2LMHeadModel" in proc.stdout
+    for key in ("settings", "flops_per_token", "peak_tflops", "peak_source", "memory_kind", "ratios_ours_over_baseline",
                 "versions"):
         assert key in report, key
     for r in report["results"].values():
@@ -105,7 +105,7 @@ def test_bench_with_hf_baseline(tmp_path):
             assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), (r["impl"], key, r[key])
         assert r["tokens_per_s"] > 0
     assert_finite(report, "report")
-    assert report["ratios_ours_over_hf"]["tokens_per_s"] > 0
+    assert report["ratios_ours_over_baseline"]["hf_gpt2"]["tokens_per_s"] > 0
 
 
 def test_missing_corpus_error_says_how_to_provide_it(tmp_path, monkeypatch, capsys):

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from properties.mutation import warm
 from properties.mutation.catalog import BUG_CLASSES, MUTANTS, Mutant
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -145,13 +146,9 @@ def parse_junit(path: Path) -> tuple[list[tuple[str, str]], Optional[float], int
     return failures, until_first, len(cases)
 
 
-def run_pytest(copy: Path, tests: list[str], profile: str, timeout: float, threads: int, shrink: bool,
-               fail_fast: bool, result: Result) -> Result:
-    junit = copy / ".mutation-junit.xml"
-    cmd = pytest_command(tests, profile, junit, fail_fast)
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=copy, env=run_env(copy, threads, shrink), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+def _run_subprocess(copy: Path, cmd: list[str], env: dict, timeout: float) -> tuple[Optional[int], bool, str]:
+    proc = subprocess.Popen(cmd, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
         timed_out = False
@@ -159,18 +156,36 @@ def run_pytest(copy: Path, tests: list[str], profile: str, timeout: float, threa
         os.killpg(proc.pid, signal.SIGKILL)  # the pytest process group this function started
         out, _ = proc.communicate()
         timed_out = True
+    return proc.returncode, timed_out, out.decode(errors="replace")
+
+
+def _run_forked(copy: Path, cmd: list[str], env: dict, timeout: float, threads: int) -> tuple[Optional[int], bool, str]:
+    log_path = copy / ".mutation-output.txt"
+    code, timed_out = warm.run(copy, cmd[3:], env, log_path, threads, timeout)  # cmd[3:]: after "python -m pytest"
+    return code, timed_out, log_path.read_text(errors="replace") if log_path.is_file() else ""
+
+
+def run_pytest(copy: Path, tests: list[str], profile: str, timeout: float, threads: int, shrink: bool,
+               fail_fast: bool, result: Result, fork: bool = False) -> Result:
+    junit = copy / ".mutation-junit.xml"
+    cmd = pytest_command(tests, profile, junit, fail_fast)
+    env = run_env(copy, threads, shrink)
+    start = time.monotonic()
+    if fork:
+        returncode, timed_out, text = _run_forked(copy, cmd, env, timeout, threads)
+    else:
+        returncode, timed_out, text = _run_subprocess(copy, cmd, env, timeout)
     result.seconds = round(time.monotonic() - start, 2)
-    result.returncode = proc.returncode
+    result.returncode = returncode
     failures, until_first, n_tests = parse_junit(junit)
     result.failures = [node for node, _ in failures]
-    text = out.decode(errors="replace")
     if timed_out:
         result.status = "timeout"
-    elif proc.returncode == 1 and failures:
+    elif returncode == 1 and failures:
         result.status = "killed"
         result.killed_by, result.reason = failures[0]
         result.suite_seconds = until_first
-    elif proc.returncode == 0 and n_tests:
+    elif returncode == 0 and n_tests:
         result.status = "survived"
     else:
         result.status = "error"  # collection error, usage error (e.g. gpt not imported from the copy), ...
@@ -184,7 +199,7 @@ def run_baseline(snap: Path, work: Path, args, tests) -> Result:
     copy = work / "baseline"
     shutil.copytree(snap, copy)
     result = run_pytest(copy, tests, args.profile, args.timeout, args.threads, args.shrink, True,
-                        Result("(unmutated)", "error", description="the project as it is"))
+                        Result("(unmutated)", "error", description="the project as it is"), args.fork)
     result.status = {"survived": "passed", "killed": "false-alarm"}.get(result.status, result.status)
     if result.status == "false-alarm":
         result.output_tail = None
@@ -206,7 +221,7 @@ def run_mutant(mutant: Mutant, snap: Path, work: Path, args, tests) -> Result:
             result.reason = "the edit did not apply"
             return result
         return run_pytest(copy, tests, args.profile, args.timeout, args.threads, args.shrink,
-                          not args.no_fail_fast, result)
+                          not args.no_fail_fast, result, args.fork)
     finally:
         if not args.keep:
             shutil.rmtree(copy, ignore_errors=True)
@@ -295,11 +310,15 @@ def parse_args(argv=None):
                    help="run the whole suite on each mutant and record every failing test (slow)")
     p.add_argument("--no-baseline", action="store_true", help="skip the unmutated run (debugging only)")
     p.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    p.add_argument("--no-fork", dest="fork", action="store_false",
+                   help="start a fresh interpreter per mutant instead of forking a warm one (slower by the "
+                        "4-6 s of importing torch and the test stack; the verdicts are the same)")
     p.add_argument("--list", action="store_true", help="list the catalog and exit")
     p.add_argument("--project", type=Path, default=PROJECT, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.jobs = max(1, args.jobs)
     args.threads = max(1, args.threads)
+    args.fork = args.fork and warm.available()
     return args
 
 
@@ -324,6 +343,7 @@ def main(argv=None) -> int:
     started = time.monotonic()
     started_at = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     work = Path(tempfile.mkdtemp(prefix="gpt-mutation-"))
+    os.environ.setdefault("PYTHONHASHSEED", "0")  # before the warm server starts: forks inherit its seed
     try:
         snap = snapshot(args.project.resolve(), work / "snapshot")
         tests = args.tests or default_tests(snap, args.exclude)
