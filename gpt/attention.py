@@ -20,6 +20,7 @@ from .flex import flex_attend
 from .kv_cache import KVCache
 from .mask_spec import MaskSpec
 from .masks import Layout, guard_empty_rows
+from .norm import build_qk_norms, qk_normed
 from .ring_cache import RingKVCache
 
 
@@ -32,6 +33,7 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_head * config.head_size, config.n_embd, bias=config.bias)
         # GPT-OSS: one learned logit per query head, an extra term e^s in the softmax denominator
         self.sinks = nn.Parameter(torch.zeros(config.n_head)) if config.attention_sinks else None
+        self.q_norm, self.k_norm = build_qk_norms(config)
         self.kv_cache: Optional[Union[KVCache, RingKVCache]] = None
         if config.attn_backend == "flash" and torch.cuda.is_available():
             try:  # import now, eagerly: an import traced by torch.compile breaks the graph
@@ -48,6 +50,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, c.n_head, c.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, c.n_query_groups, c.head_size).transpose(1, 2)  # (B, nqg, T, hs)
         v = v.view(B, T, c.n_query_groups, c.head_size).transpose(1, 2)  # (B, nqg, T, hs)
+        if c.qk_norm != "none":  # before RoPE, so the norm sees the projection itself
+            q, k = qk_normed(self.q_norm, q, c.qk_norm), qk_normed(self.k_norm, k, c.qk_norm)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 

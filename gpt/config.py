@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from .rope_scaling import normalise_rope_scaling
+
 NORMS = ("LayerNorm", "RMSNorm")
 MLPS = ("GptNeoxMLP", "LLaMAMLP", "GemmaMLP")
 DENSE_MLPS = MLPS  # the kinds an MoE expert (and a shared expert) may be
@@ -18,6 +20,11 @@ POSITIONS = ("learned", "rope")
 BACKENDS = ("math", "sdpa", "flash", "flex")
 LAYER_TYPES = ("full_attention", "sliding_attention")  # transformers' names for Config.layer_types
 GELU_APPROXIMATIONS = ("none", "tanh")
+# QK-norm: RMSNorm over each head's features (Qwen3, Gemma 3) or over all heads' projections (OLMo 2)
+QK_NORMS = ("none", "per_head", "all_heads")
+# where a block's norms sit: before each branch (GPT-2, Llama), before and after (Gemma 2 "sandwich"),
+# or only on each branch's output, inside the residual: x + norm(f(x)) (OLMo 2)
+NORM_PLACEMENTS = ("pre", "sandwich", "post")
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class Config:
     position_embedding: Literal["learned", "rope"] = "learned"
     rope_base: float = 10000.0
     rotary_percentage: float = 1.0
+    # None, or a dict with "type" in ROPE_SCALINGS and its parameters (see gpt.rope_scaling); normalised
+    # in __post_init__ to every parameter filled in. Not hashed (a dict), compared as usual.
+    rope_scaling: Optional[dict] = field(default=None, hash=False)
     # blocks
     norm_class_name: Literal["LayerNorm", "RMSNorm"] = "LayerNorm"
     norm_eps: float = 1e-5
@@ -54,6 +64,8 @@ class Config:
     n_shared_experts: int = 0  # always-on experts, fused into one MLP of shared_expert_intermediate_size
     shared_expert_intermediate_size: Optional[int] = None  # derived: n_shared_experts * moe_intermediate_size
     shared_expert_gate: bool = False  # Qwen2-MoE: shared output scaled by sigmoid(x . w_gate)
+    norm_placement: Literal["pre", "sandwich", "post"] = "pre"
+    qk_norm: Literal["none", "per_head", "all_heads"] = "none"  # RMSNorm on queries and keys before RoPE
     gelu_approximate: Literal["none", "tanh"] = "none"
     bias: bool = True
     attn_bias: bool = False  # qkv bias even when ``bias`` is False (Qwen-style)
@@ -67,6 +79,7 @@ class Config:
     attn_logit_softcap: Optional[float] = None  # c * tanh(s / c) on the scaled scores, before the mask (Gemma 2)
     final_logit_softcap: Optional[float] = None  # c * tanh(z / c) on the output logits (Gemma 2)
     attention_sinks: bool = False  # one learned logit per head in the softmax denominator (GPT-OSS)
+    scale_embeddings: bool = False  # token embeddings times sqrt(n_embd) (Gemma)
     # regularisation
     embd_dropout: float = 0.0
     attn_dropout: float = 0.0
@@ -83,7 +96,7 @@ class Config:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), low=1)
         for name in ("bias", "attn_bias", "parallel_residual", "shared_attention_norm", "tie_embeddings",
-                     "attention_sinks", "shared_expert_gate"):
+                     "attention_sinks", "shared_expert_gate", "scale_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Config.{name} must be a bool, got {getattr(self, name)!r}")
         _check_choice("position_embedding", self.position_embedding, POSITIONS)
@@ -102,6 +115,10 @@ class Config:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), low=1)
         _check_choice("attn_backend", self.attn_backend, BACKENDS)
+        _check_choice("qk_norm", self.qk_norm, QK_NORMS)
+        _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
+        if self.norm_placement != "pre" and self.parallel_residual:
+            raise ValueError(f"Config.norm_placement={self.norm_placement!r} requires parallel_residual=False")
         for name in ("embd_dropout", "attn_dropout", "resid_dropout"):
             p = _check_float(name, getattr(self, name))
             if not 0.0 <= p < 1.0:
@@ -154,6 +171,9 @@ class Config:
                 )
         else:
             self._derive('rope_n_elem', 0)
+        if self.rope_scaling is not None and self.position_embedding != "rope":
+            raise ValueError("Config.rope_scaling requires position_embedding='rope'")
+        self._derive('rope_scaling', normalise_rope_scaling(self.rope_scaling))
 
     def _check_attention_variants(self) -> None:
         if self.sliding_window is not None:
@@ -258,9 +278,12 @@ class Config:
         C, V = self.n_embd, self.padded_vocab_size
         b = int(self.bias)
         norm = C * (2 if self.norm_class_name == "LayerNorm" and self.bias else 1)
+        qk_norm = {"none": 0, "per_head": 2 * self.head_size,
+                   "all_heads": (self.n_head + self.n_query_groups) * self.head_size}[self.qk_norm]
         attn = C * self.qkv_size + self.qkv_size * int(self.qkv_bias) + self.n_head * self.head_size * C + C * b
+        attn += qk_norm
         mlp = self.mlp_param_count(active)
-        n_block_norms = 1 if self.shared_attention_norm else 2
+        n_block_norms = 1 if self.shared_attention_norm else 4 if self.norm_placement == "sandwich" else 2
         sinks = self.n_head if self.attention_sinks else 0
         block = n_block_norms * norm + attn + sinks + mlp
         embeddings = V * C + (self.block_size * C if self.position_embedding == "learned" else 0)
@@ -318,6 +341,35 @@ PRESETS: dict[str, dict] = {
     # a small Llama-style model: RMSNorm, SwiGLU, GQA (4 query heads per kv head), RoPE, no biases
     "llama-tiny": dict(vocab_size=32000, padding_multiple=64, block_size=2048, n_layer=8, n_head=8, n_embd=512,
                        n_query_groups=2, intermediate_size=1376, position_embedding="rope",
+                       norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=False),
+    # Published shapes of current open models (their config.json on the Hub); param_count() equals
+    # transformers' count for the same config on the meta device (properties/test_presets.py, README).
+    # Sliding windows and soft-caps (Mistral, Gemma 2, Phi-3) change no parameter shapes and have no field
+    # yet: these presets run them with global attention and no soft-capping.
+    "llama-3.2-1b": dict(vocab_size=128256, padding_multiple=64, block_size=131072, n_layer=16, n_embd=2048,
+                         n_head=32, n_query_groups=8, intermediate_size=8192, position_embedding="rope",
+                         rope_base=500000.0, rope_scaling=dict(type="llama3", factor=32.0, low_freq_factor=1.0,
+                                                               high_freq_factor=4.0,
+                                                               original_max_position_embeddings=8192),
+                         norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=True),
+    "mistral-7b": dict(vocab_size=32000, padding_multiple=64, block_size=32768, n_layer=32, n_embd=4096, n_head=32,
+                       n_query_groups=8, intermediate_size=14336, position_embedding="rope", rope_base=10000.0,
+                       norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=False),
+    "qwen3-0.6b": dict(vocab_size=151936, padding_multiple=64, block_size=40960, n_layer=28, n_embd=1024, n_head=16,
+                       n_query_groups=8, head_size=128, intermediate_size=3072, position_embedding="rope",
+                       rope_base=1000000.0, norm_class_name="RMSNorm", norm_eps=1e-6, qk_norm="per_head",
+                       mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=True),
+    "gemma-2-2b": dict(vocab_size=256000, padding_multiple=64, block_size=8192, n_layer=26, n_embd=2304, n_head=8,
+                       n_query_groups=4, head_size=256, intermediate_size=9216, position_embedding="rope",
+                       rope_base=10000.0, norm_class_name="RMSNorm", norm_eps=1e-6, norm_placement="sandwich",
+                       mlp_class_name="GemmaMLP", gelu_approximate="tanh", bias=False, scale_embeddings=True,
+                       tie_embeddings=True),
+    "olmo-2-1b": dict(vocab_size=100352, padding_multiple=64, block_size=4096, n_layer=16, n_embd=2048, n_head=16,
+                      intermediate_size=8192, position_embedding="rope", rope_base=500000.0,
+                      norm_class_name="RMSNorm", norm_eps=1e-6, norm_placement="post", qk_norm="all_heads",
+                      mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=False),
+    "phi-3-mini": dict(vocab_size=32064, padding_multiple=64, block_size=4096, n_layer=32, n_embd=3072, n_head=32,
+                       intermediate_size=8192, position_embedding="rope", rope_base=10000.0,
                        norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=False),
     # nanoGPT's character-level tiny-shakespeare model (65 characters)
     "shakespeare-char": dict(vocab_size=65, padding_multiple=1, block_size=256, n_layer=6, n_head=6, n_embd=384,

@@ -37,14 +37,17 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from . import hf_llama_families as llama_like
 from .config import Config
 from .loading import common_dtype, load_into, read_tensors
 from .model import GPT
 from .weight_layout import blocks_to_grouped, grouped_to_blocks, pad_rows, transpose
 
-FAMILIES = ("gpt2", "gpt_neox", "llama")
-_HF_CLASSES = {"gpt2": "GPT2LMHeadModel", "gpt_neox": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM"}
-_HF_CONFIGS = {"gpt2": "GPT2Config", "gpt_neox": "GPTNeoXConfig", "llama": "LlamaConfig"}
+FAMILIES = ("gpt2", "gpt_neox") + tuple(llama_like.SPECS)
+_HF_CLASSES = {"gpt2": "GPT2LMHeadModel", "gpt_neox": "GPTNeoXForCausalLM",
+               **{f: s.hf_class for f, s in llama_like.SPECS.items()}}
+_HF_CONFIGS = {"gpt2": "GPT2Config", "gpt_neox": "GPTNeoXConfig",
+               **{f: s.hf_config for f, s in llama_like.SPECS.items()}}
 _GELU_TO_HF = {"none": "gelu", "tanh": "gelu_new"}
 _GELU_FROM_HF = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 _BACKEND_TO_HF = {"math": "eager", "sdpa": "sdpa", "flash": "flash_attention_2"}
@@ -61,7 +64,16 @@ def family_of(config: Config) -> str:
     """The HF family whose architecture matches ``config`` best (checked fully by ``config_to_hf``)."""
     if config.position_embedding == "learned":
         return "gpt2"
-    return "llama" if config.norm_class_name == "RMSNorm" else "gpt_neox"
+    if config.norm_class_name != "RMSNorm":
+        return "gpt_neox"
+    c = config
+    if c.norm_placement != "pre":
+        return "gemma2" if c.norm_placement == "sandwich" else "olmo2"
+    if c.qk_norm != "none":
+        return "qwen3"
+    if c.attn_bias and not c.bias:
+        return "qwen2"
+    return "phi3" if c.rope_n_elem != c.head_size else "llama"
 
 
 def _require(family: str, ok: bool, what: str) -> None:
@@ -80,6 +92,12 @@ def check_expressible(config: Config, family: str) -> None:
 
     req(c.attn_backend in _BACKEND_TO_HF, f"attn_backend={c.attn_backend!r}")
     req(not c.shared_attention_norm, "shared_attention_norm=True (HF blocks have two norms)")
+    if family in llama_like.SPECS:
+        llama_like.check(c, family, req)
+        return
+    req(c.qk_norm == "none", "qk_norm must be 'none'")
+    req(c.norm_placement == "pre", "norm_placement must be 'pre'")
+    req(not c.scale_embeddings, "scale_embeddings must be False")
     if family == "gpt2":
         req(c.position_embedding == "learned", "position_embedding must be 'learned'")
         req(c.norm_class_name == "LayerNorm", "norm_class_name must be 'LayerNorm'")
@@ -95,16 +113,6 @@ def check_expressible(config: Config, family: str) -> None:
         req(int(c.head_size * c.rotary_percentage) == c.rope_n_elem, "rotary_percentage x head_size rounding")
         req(c.embd_dropout == c.resid_dropout,
             f"embd_dropout ({c.embd_dropout}) must equal resid_dropout ({c.resid_dropout}) (one hidden_dropout)")
-    else:
-        req(c.position_embedding == "rope", "position_embedding must be 'rope'")
-        req(c.norm_class_name == "RMSNorm", "norm_class_name must be 'RMSNorm'")
-        req(c.mlp_class_name in ("LLaMAMLP", "GemmaMLP"), "mlp_class_name must be 'LLaMAMLP' or 'GemmaMLP'")
-        req(c.rope_n_elem == c.head_size and c.head_size % 2 == 0,
-            f"rotary_percentage must be 1 with an even head_size (got {c.rope_n_elem} of {c.head_size} rotated)")
-        req(not c.attn_bias or c.bias, "attn_bias=True with bias=False (attention_bias also biases o_proj)")
-        req(not c.parallel_residual, "parallel_residual must be False")
-        req(c.n_embd % c.n_head == 0, f"n_embd ({c.n_embd}) must be divisible by n_head ({c.n_head})")
-        req(c.embd_dropout == 0 and c.resid_dropout == 0, "embd_dropout and resid_dropout must be 0")
     if family in ("gpt2", "gpt_neox"):
         req(c.n_query_groups == c.n_head, f"n_query_groups ({c.n_query_groups}) must equal n_head (no GQA)")
         req(c.n_head * c.head_size == c.n_embd, f"head_size ({c.head_size}) must be n_embd // n_head")
@@ -121,6 +129,8 @@ def config_to_hf(config: Config, family: Optional[str] = None, attn_implementati
     kw = config_to_hf_dict(config, family)
     kw.pop("model_type")
     kw["attn_implementation"] = attn_implementation or _BACKEND_TO_HF[config.attn_backend]
+    if family == "gemma2" and kw["attn_implementation"] == "sdpa":  # transformers' Gemma 2 has no sdpa path
+        kw["attn_implementation"] = "eager"
     return getattr(transformers, _HF_CONFIGS[family])(**kw)
 
 
@@ -137,7 +147,9 @@ def config_to_hf_dict(config: Config, family: Optional[str] = None) -> dict:
                     resid_pdrop=c.resid_dropout, embd_pdrop=c.embd_dropout, attn_pdrop=c.attn_dropout,
                     layer_norm_epsilon=c.norm_eps, scale_attn_weights=True, scale_attn_by_inverse_layer_idx=False,
                     reorder_and_upcast_attn=False, **common)
-    rope = {"rope_type": "default", "rope_theta": c.rope_base}
+    if family in llama_like.SPECS:
+        return llama_like.to_hf_dict(c, family, common)
+    rope = llama_like.rope_parameters(c)
     if family == "gpt_neox":
         rope["partial_rotary_factor"] = c.rotary_percentage
         return dict(model_type="gpt_neox", hidden_size=c.n_embd, num_hidden_layers=c.n_layer,
@@ -146,13 +158,7 @@ def config_to_hf_dict(config: Config, family: Optional[str] = None) -> dict:
                     attention_dropout=c.attn_dropout, hidden_dropout=c.resid_dropout,
                     max_position_embeddings=c.block_size, layer_norm_eps=c.norm_eps,
                     use_parallel_residual=c.parallel_residual, attention_bias=c.qkv_bias, **common)
-    gelu = {"none": "gelu", "tanh": "gelu_pytorch_tanh"}[c.gelu_approximate]
-    act = "silu" if c.mlp_class_name == "LLaMAMLP" else gelu
-    return dict(model_type="llama", hidden_size=c.n_embd, intermediate_size=c.intermediate_size,
-                num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.n_query_groups,
-                head_dim=c.head_size, hidden_act=act, max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps,
-                rope_parameters=rope, attention_bias=c.bias, mlp_bias=c.bias, attention_dropout=c.attn_dropout,
-                **common)
+    raise AssertionError(family)  # check_expressible refused every other family
 
 
 def config_from_hf(hf_config: Any, **overrides: Any) -> Config:
@@ -186,15 +192,12 @@ def config_from_hf(hf_config: Any, **overrides: Any) -> Config:
                   resid_dropout=get("resid_pdrop", default=0.0))
     else:
         rope = dict(d.get("rope_parameters") or {})
-        scaling = d.get("rope_scaling")
-        scaling_type = scaling.get("rope_type", scaling.get("type")) if scaling else None
-        if rope.get("rope_type", "default") != "default" or scaling_type not in (None, "default"):
-            raise ValueError(f"only default RoPE is supported, got rope_parameters={rope}, rope_scaling={scaling}")
+        scaling = llama_like.rope_scaling_from_hf(rope, d.get("rope_scaling"))
         theta = rope.get("rope_theta", get("rope_theta", "rotary_emb_base", default=10000.0))
         n_head = d["num_attention_heads"]
         kw.update(block_size=d.get("max_position_embeddings", 2048), n_layer=d["num_hidden_layers"], n_head=n_head,
                   n_embd=d["hidden_size"], intermediate_size=d["intermediate_size"], position_embedding="rope",
-                  rope_base=float(theta), attn_dropout=get("attention_dropout", default=0.0))
+                  rope_base=float(theta), attn_dropout=get("attention_dropout", default=0.0), rope_scaling=scaling)
         if family == "gpt_neox":
             pct = rope.get("partial_rotary_factor", get("rotary_pct", "partial_rotary_factor", default=0.25))
             p = get("hidden_dropout", default=0.0)
@@ -205,18 +208,7 @@ def config_from_hf(hf_config: Any, **overrides: Any) -> Config:
             if not get("attention_bias", default=True):
                 raise ValueError("GPT-NeoX with attention_bias=False (and biased MLP) is not expressible")
         else:
-            if float(rope.get("partial_rotary_factor", 1.0)) != 1.0 or d.get("pretraining_tp", 1) not in (1, None):
-                raise ValueError("Llama with partial_rotary_factor != 1 or pretraining_tp != 1 is not supported")
-            act = get("hidden_act", default="silu")
-            mlp = "LLaMAMLP" if act == "silu" else "GemmaMLP"
-            attn_bias, mlp_bias = bool(get("attention_bias", default=False)), bool(get("mlp_bias", default=False))
-            if attn_bias != mlp_bias:
-                raise ValueError(f"Llama attention_bias ({attn_bias}) != mlp_bias ({mlp_bias}) is not expressible: "
-                                 "our bias field covers both")
-            kw.update(n_query_groups=get("num_key_value_heads", default=n_head),
-                      head_size=get("head_dim", default=d["hidden_size"] // n_head), norm_class_name="RMSNorm",
-                      mlp_class_name=mlp, gelu_approximate="none" if mlp == "LLaMAMLP" else _gelu_from_hf(act),
-                      norm_eps=get("rms_norm_eps", default=1e-6), bias=attn_bias)
+            kw.update(llama_like.from_hf_dict(d, family, get))
     config = Config(**{**kw, **overrides})
     check_expressible(config, family)
     return config
@@ -239,15 +231,12 @@ def _layer_names(family: str, i: int) -> dict:
         return dict(norm_1=p + "input_layernorm", norm_2=p + "post_attention_layernorm",
                     qkv=p + "attention.query_key_value", proj=p + "attention.dense", fc=p + "mlp.dense_h_to_4h",
                     mlp_proj=p + "mlp.dense_4h_to_h")
-    p = f"model.layers.{i}."
-    return dict(norm_1=p + "input_layernorm", norm_2=p + "post_attention_layernorm", q=p + "self_attn.q_proj",
-                k=p + "self_attn.k_proj", v=p + "self_attn.v_proj", proj=p + "self_attn.o_proj",
-                fc_1=p + "mlp.gate_proj", fc_2=p + "mlp.up_proj", mlp_proj=p + "mlp.down_proj")
+    return llama_like.layer_names(family, i)
 
 
 _TOP = {"gpt2": dict(wte="transformer.wte.weight", wpe="transformer.wpe.weight", norm_f="transformer.ln_f"),
         "gpt_neox": dict(wte="gpt_neox.embed_in.weight", norm_f="gpt_neox.final_layer_norm"),
-        "llama": dict(wte="model.embed_tokens.weight", norm_f="model.norm")}
+        **{f: dict(wte="model.embed_tokens.weight", norm_f="model.norm") for f in llama_like.SPECS}}
 
 
 def _neox_to_blocks(t: Tensor, n_head: int, head_size: int) -> Tensor:
@@ -270,10 +259,12 @@ def state_dict_to_hf(state_dict: Mapping[str, Tensor], config: Config, family: O
     if family == "gpt2":
         out[top["wpe"]] = sd["wpe.weight"]
     out["lm_head.weight"] = out[top["wte"]] if c.tie_embeddings else sd["lm_head.weight"][:V]
-    _copy_norm(out, top["norm_f"], sd, "norm_f")
-    q_rows, kv_rows = c.n_head * c.head_size, c.n_query_groups * c.head_size
+    _copy_norm(out, top["norm_f"], sd, "norm_f", _norm_offset(family))
     for i in range(c.n_layer):
         n, b = _layer_names(family, i), f"blocks.{i}."
+        if family in llama_like.SPECS:
+            llama_like.layer_to_hf(sd, b, n, c, family, out)
+            continue
         _copy_norm(out, n["norm_1"], sd, b + "norm_1")
         _copy_norm(out, n["norm_2"], sd, b + "norm_2")
         for suffix in ("weight", "bias"):
@@ -290,15 +281,6 @@ def state_dict_to_hf(state_dict: Mapping[str, Tensor], config: Config, family: O
                 out[f"{n['proj']}.{suffix}"] = proj
                 out[f"{n['fc']}.{suffix}"] = sd[b + "mlp.fc." + suffix]
                 out[f"{n['mlp_proj']}.{suffix}"] = sd[b + "mlp.proj." + suffix]
-            else:
-                if qkv is not None:
-                    q, k, v = qkv.split((q_rows, kv_rows, kv_rows))
-                    out[f"{n['q']}.{suffix}"], out[f"{n['k']}.{suffix}"], out[f"{n['v']}.{suffix}"] = q, k, v
-                if proj is not None:
-                    out[f"{n['proj']}.{suffix}"] = proj
-                for ours, theirs in (("fc_1", "fc_1"), ("fc_2", "fc_2"), ("proj", "mlp_proj")):
-                    if b + f"mlp.{ours}." + suffix in sd:
-                        out[f"{n[theirs]}.{suffix}"] = sd[b + f"mlp.{ours}." + suffix]
     return out
 
 
@@ -339,13 +321,16 @@ def state_dict_from_hf(hf_state_dict: Mapping[str, Tensor], config: Config, fami
     else:
         out["lm_head.weight"] = _pad_rows(take("lm_head.weight"), c.padded_vocab_size)
     _take_norm(out, "norm_f", top["norm_f"], take, maybe, c)
-    has_bias = family != "llama" or c.bias
+    if _norm_offset(family):
+        out["norm_f.weight"] = out["norm_f.weight"] + _norm_offset(family)
     for i in range(c.n_layer):
         n, b = _layer_names(family, i), f"blocks.{i}."
+        if family in llama_like.SPECS:
+            llama_like.layer_from_hf(take, maybe, b, n, c, family, out)
+            continue
         _take_norm(out, b + "norm_1", n["norm_1"], take, maybe, c)
         _take_norm(out, b + "norm_2", n["norm_2"], take, maybe, c)
-        suffixes = ("weight", "bias") if has_bias else ("weight",)
-        for suffix in suffixes:
+        for suffix in ("weight", "bias"):
             if family == "gpt2":
                 t = transpose
                 out[b + "attn.qkv." + suffix] = t(take(f"{n['qkv']}.{suffix}"))
@@ -357,11 +342,6 @@ def state_dict_from_hf(hf_state_dict: Mapping[str, Tensor], config: Config, fami
                 out[b + "attn.proj." + suffix] = take(f"{n['proj']}.{suffix}")
                 out[b + "mlp.fc." + suffix] = take(f"{n['fc']}.{suffix}")
                 out[b + "mlp.proj." + suffix] = take(f"{n['mlp_proj']}.{suffix}")
-            else:
-                out[b + "attn.qkv." + suffix] = torch.cat([take(f"{n[x]}.{suffix}") for x in ("q", "k", "v")])
-                out[b + "attn.proj." + suffix] = take(f"{n['proj']}.{suffix}")
-                for ours, theirs in (("fc_1", "fc_1"), ("fc_2", "fc_2"), ("proj", "mlp_proj")):
-                    out[b + f"mlp.{ours}." + suffix] = take(f"{n[theirs]}.{suffix}")
     unexpected = sorted(k for k in set(sd) - used if not k.endswith(_IGNORED_SUFFIXES))
     if unexpected:
         raise ValueError(f"HF state dict has tensors this config does not use: {unexpected[:8]}"
@@ -379,7 +359,7 @@ def _expected_hf_shapes(config: Config, family: str) -> dict:
 def _normalise_keys(sd: dict, family: str) -> dict:
     """Accept base-model checkpoints (no ``transformer.`` / ``gpt_neox.`` / ``model.`` prefix) and the
     pre-v5 GPT-NeoX head name ``embed_out``."""
-    prefix = {"gpt2": "transformer.", "gpt_neox": "gpt_neox.", "llama": "model."}[family]
+    prefix = {"gpt2": "transformer.", "gpt_neox": "gpt_neox."}.get(family, "model.")
     out = {}
     for k, v in sd.items():
         if k == "embed_out.weight":
@@ -390,8 +370,12 @@ def _normalise_keys(sd: dict, family: str) -> dict:
     return out
 
 
-def _copy_norm(out: dict, hf_name: str, sd: Mapping[str, Tensor], ours: str) -> None:
-    out[hf_name + ".weight"] = sd[ours + ".weight"]
+def _norm_offset(family: str) -> float:
+    return llama_like.SPECS[family].norm_offset if family in llama_like.SPECS else 0.0
+
+
+def _copy_norm(out: dict, hf_name: str, sd: Mapping[str, Tensor], ours: str, offset: float = 0.0) -> None:
+    out[hf_name + ".weight"] = sd[ours + ".weight"] - offset if offset else sd[ours + ".weight"]
     if ours + ".bias" in sd:
         out[hf_name + ".bias"] = sd[ours + ".bias"]
 
@@ -506,8 +490,9 @@ def hf_float64(hf_model):
     (``softmax(..., dtype=torch.float32)``). For a float64 model they are downcasts: its logits are only
     float32-accurate (1e-9 to 1e-7 off on tiny models), which breaks any float64 comparison. Inside this
     context every float32 request becomes float64 (a ``TorchFunctionMode``), and the RoPE inverse
-    frequencies are recomputed once in float64 by the model's own rope function. HF's code is otherwise
-    unchanged.
+    frequencies (and YaRN's attention factor) are recomputed once in float64 by the model's own rope
+    function, scaled ones included (llama3, yarn: their float32 arange and ramp become float64 too). HF's
+    code is otherwise unchanged.
     """
     if hf_model.get_input_embeddings().weight.dtype != torch.float64:
         yield hf_model
@@ -516,11 +501,15 @@ def hf_float64(hf_model):
         if not getattr(hf_model, "_float64_rope", False):
             for m in hf_model.modules():
                 if hasattr(m, "inv_freq") and hasattr(m, "compute_default_rope_parameters"):
-                    if getattr(m, "rope_type", "default") != "default":
-                        raise ValueError(f"only default RoPE can be recomputed in float64, got {m.rope_type}")
-                    inv_freq, _ = m.compute_default_rope_parameters(m.config)
+                    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+                    kind = getattr(m, "rope_type", "default")
+                    fn = m.compute_default_rope_parameters if kind == "default" else ROPE_INIT_FUNCTIONS[kind]
+                    inv_freq, m.attention_scaling = fn(m.config)
                     m.inv_freq = inv_freq.to(m.inv_freq.device)
                     m.original_inv_freq = m.inv_freq.clone()
+                if hasattr(m, "scalar_embed_scale") and hasattr(m, "embed_scale"):  # Gemma's sqrt(hidden_size)
+                    m.embed_scale = torch.tensor(m.scalar_embed_scale, dtype=torch.float64, device=m.embed_scale.device)
             hf_model._float64_rope = True
         yield hf_model
 

@@ -25,21 +25,25 @@ ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 class Block(nn.Module):
     def __init__(self, config: Config, layer: int = 0) -> None:
         super().__init__()
-        self.norm_1 = build_norm(config)
+        pre, post = config.norm_placement != "post", config.norm_placement != "pre"
+        self.norm_1 = build_norm(config, pre)
         self.attn = CausalSelfAttention(config, layer)
-        self.norm_2 = None if config.shared_attention_norm else build_norm(config)
+        self.norm_2 = None if config.shared_attention_norm else build_norm(config, pre)
         self.mlp = build_mlp(config)
+        # Gemma 2's sandwich and OLMo 2's placement: each branch's output is normed inside the residual
+        self.post_attn_norm = build_norm(config, post)
+        self.post_mlp_norm = build_norm(config, post)
         self.drop = nn.Dropout(config.resid_dropout)
         self.parallel_residual = config.parallel_residual
 
     def forward(self, x: Tensor, rope=None, layout: Optional[Layout] = None) -> Tensor:
         x_normed = self.norm_1(x)
-        h = self.drop(self.attn(x_normed, rope, layout))
+        h = self.drop(self.post_attn_norm(self.attn(x_normed, rope, layout)))
         if self.parallel_residual:  # GPT-NeoX / GPT-J: attention and MLP both read the block's input
             mlp_in = x_normed if self.norm_2 is None else self.norm_2(x)
             return x + h + self.drop(self.mlp(mlp_in))
         x = x + h
-        return x + self.drop(self.mlp(self.norm_2(x)))
+        return x + self.drop(self.post_mlp_norm(self.mlp(self.norm_2(x))))
 
 
 class GPT(nn.Module):
@@ -147,7 +151,8 @@ class GPT(nn.Module):
         x = self.drop(x)
         rope = None
         if self.config.position_embedding == "rope":
-            rope = rope_cache(pos, self.config.rope_n_elem, self.config.rope_base, x.dtype)
+            rope = rope_cache(pos, self.config.rope_n_elem, self.config.rope_base, x.dtype,
+                              self.config.rope_scaling)
             rope = (rope[0].unsqueeze(1), rope[1].unsqueeze(1))  # (B, 1, T, half): one table per row, all heads
         for block in self.blocks:
             x = block(x, rope, layout)
@@ -168,6 +173,7 @@ class GPT(nn.Module):
                                                         and segment_ids is None):
             raise ValueError("attn_backend='flash' runs causal attention over unpadded rows only: "
                              "attention_mask, position_ids and segment_ids need attn_backend='sdpa' or 'math'")
+
     def aux_loss(self) -> Tensor:
         """MoE: the load-balancing loss of the last forward's routing over all layers (0-dim, differentiable;
         gpt.moe.load_balancing_loss). Training: ``loss = ce(model(idx), y) + coef * model.aux_loss()``."""
@@ -182,8 +188,14 @@ class GPT(nn.Module):
         return load_balancing_loss(routings, self.config.n_experts)
 
     def embed(self, idx: Tensor) -> Tensor:
+        """The input embeddings of ``idx``: the token embeddings, times sqrt(n_embd) (rounded to the model
+        dtype) with ``scale_embeddings`` (Gemma; transformers' embedding module scales the same way, so
+        ``inputs_embeds`` are scaled embeddings on both sides)."""
         self._check_idx(idx)
-        return self.wte(idx.long())  # narrower integer ids widen exactly; nn.Embedding takes int32/int64 only
+        x = self.wte(idx.long())  # narrower integer ids widen exactly; nn.Embedding takes int32/int64 only
+        if self.config.scale_embeddings:  # Gemma: sqrt(n_embd), rounded to the weights' dtype as HF does
+            return x * torch.tensor(math.sqrt(self.config.n_embd), dtype=self.wte.weight.dtype, device=idx.device)
+        return x
 
     def _check_idx(self, idx: Tensor) -> None:
         if not isinstance(idx, Tensor):

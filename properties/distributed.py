@@ -108,7 +108,10 @@ def train_step(subject, config: Config, seed: int, idx: torch.Tensor, targets: t
     if ddp:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+        # find_unused_parameters: an MoE routes each rank's tokens to a data-dependent subset of experts;
+        # without it DDP waits for gradients that never come and leaves whole buckets unreduced
+        net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None,
+                                      find_unused_parameters=True)
         if hook is not None:
             net.register_comm_hook(None, _hooks()[hook])
     logits = net(idx.to(device))

@@ -1,4 +1,5 @@
-"""Hugging Face transformers models as subjects: GPT-2, GPT-NeoX and Llama with random weights.
+"""Hugging Face transformers models as subjects with random weights: GPT-2, GPT-NeoX, Llama, Mistral, Qwen2,
+Qwen3, Gemma 2, OLMo 2 and Phi-3.
 
 Each subject builds the transformers ``*ForCausalLM`` for a drawn ``Config`` (through
 ``gpt.convert_hf.config_to_hf``) with HF's own random initialisation under ``torch.manual_seed(seed)``,
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from gpt.config import Config
 from gpt.convert_hf import config_to_hf, hf_float64
+from gpt.hf_llama_families import SPECS
 from properties.subject import Subject
 from strategies.space import ConfigSpace
 
@@ -260,17 +262,96 @@ class HFLlamaSubject(HFSubject):
         divisible_n_embd=True,  # LlamaConfig validates hidden_size % num_attention_heads == 0
         dropout_groups=(("attn_dropout",),),  # attention_dropout is Llama's only dropout
         backends=("math", "sdpa"),
+        rope_scalings=("none", "linear", "llama3", "yarn"),  # rope_parameters of the same rope_type
     )
 
     def param_count(self, config: Config) -> int:
-        """embed_tokens + per layer (2 RMSNorms, q/k/v/o, gate/up/down, biases if attention_bias/mlp_bias)
-        + final RMSNorm + lm_head."""
+        """embed_tokens + per layer (block RMSNorms, q/k/v/o, gate/up/down, biases as the family has them,
+        q_norm / k_norm) + final RMSNorm + lm_head, from the family's module shapes (gpt.hf_llama_families)."""
+        spec = SPECS[self.family]
         C, I, V, L = config.n_embd, config.intermediate_size, config.vocab_size, config.n_layer
         q, kv = config.n_head * config.head_size, config.n_query_groups * config.head_size
-        b = int(config.bias)
-        attn = C * q + 2 * C * kv + q * C + b * (q + 2 * kv + C)
+        b = int(config.bias) if spec.bias == "llama" else 0
+        attn = C * q + 2 * C * kv + q * C + b * (q + 2 * kv + C) + (q + 2 * kv if spec.bias == "qkv" else 0)
+        attn += {"none": 0, "per_head": 2 * config.head_size, "all_heads": q + kv}[spec.qk_norm]
         mlp = 3 * C * I + b * (2 * I + C)
-        return V * C + L * (2 * C + attn + mlp) + C + (0 if config.tie_embeddings else V * C)
+        norms = (4 if spec.norm_placement == "sandwich" else 2) * C
+        return V * C + L * (norms + attn + mlp) + C + (0 if config.tie_embeddings else V * C)
+
+
+_MODERN = dict(positions=("rope",), norms=("RMSNorm",), mlps=("LLaMAMLP",),
+               bias=(False,), attn_bias=(False,),  # no MLP biases; attention_bias would also bias o_proj
+               parallel_residual=(False,), shared_attention_norm=(False,),
+               partial_rotary=False, odd_rotary=False,  # rotary over all of an even head_dim
+               dropout_groups=(("attn_dropout",),),  # attention_dropout is the only dropout
+               backends=("math", "sdpa"), rope_scalings=("none", "linear", "llama3", "yarn"))
+# Sliding windows (Mistral, Qwen2, Qwen3, Phi-3, Gemma 2) and Gemma 2's soft-capping have no gpt.Config
+# fields yet (engineer modern-attn adds them): every subject below runs with them off (sliding_window None
+# or use_sliding_window False; Gemma 2's window set to block_size, which no query can see past, and both
+# soft-caps None).
+
+
+class HFMistralSubject(HFLlamaSubject):
+    """``MistralForCausalLM``: Llama without biases, free head_dim; no sliding window (see above)."""
+
+    name = "hf-mistral"
+    family, hf_class = "mistral", "MistralForCausalLM"
+    space = ConfigSpace(**_MODERN)
+
+
+class HFQwen2Subject(HFLlamaSubject):
+    """``Qwen2ForCausalLM``: q, k and v biased (our attn_bias), o_proj and the MLP not."""
+
+    name = "hf-qwen2"
+    family, hf_class = "qwen2", "Qwen2ForCausalLM"
+    space = ConfigSpace(**{**_MODERN, "attn_bias": (True,)},  # Qwen2's q/k/v always carry biases
+                        free_head_size=False)  # head_dim = hidden_size // num_attention_heads
+
+
+class HFQwen3Subject(HFLlamaSubject):
+    """``Qwen3ForCausalLM``: RMSNorm over each head's queries and keys before RoPE, free head_dim."""
+
+    name = "hf-qwen3"
+    family, hf_class = "qwen3", "Qwen3ForCausalLM"
+    space = ConfigSpace(**_MODERN, qk_norms=("per_head",))  # Qwen3 always has q_norm and k_norm
+
+
+class HFGemma2Subject(HFLlamaSubject):
+    """``Gemma2ForCausalLM``: sandwich norms with (1 + weight) RMSNorms, GeGLU, embeddings times
+    sqrt(hidden_size), query_pre_attn_scalar = head_dim; no window and no soft-capping (see above)."""
+
+    name = "hf-gemma2"
+    family, hf_class = "gemma2", "Gemma2ForCausalLM"
+    space = ConfigSpace(**{**_MODERN, "mlps": ("GemmaMLP",),  # hidden_activation is a GELU (exact or tanh)
+                           "backends": ("math",)},  # transformers' Gemma 2 refuses sdpa (eager only)
+                        norm_placements=("sandwich",), scale_embeddings=(True,),  # Gemma 2 always has them
+                        divisible_n_embd=True)  # Gemma2Config validates hidden_size % num_attention_heads
+
+
+class HFOlmo2Subject(HFLlamaSubject):
+    """``Olmo2ForCausalLM``: norms after attention and MLP inside the residual, QK-norm over all heads."""
+
+    name = "hf-olmo2"
+    family, hf_class = "olmo2", "Olmo2ForCausalLM"
+    space = ConfigSpace(**_MODERN, qk_norms=("all_heads",), norm_placements=("post",),  # always, in OLMo 2
+                        free_head_size=False)  # head_dim = hidden_size // num_attention_heads
+
+
+class HFPhi3Subject(HFLlamaSubject):
+    """``Phi3ForCausalLM``: fused qkv_proj and gate_up_proj, partial rotary, residual dropout."""
+
+    name = "hf-phi3"
+    family, hf_class = "phi3", "Phi3ForCausalLM"
+    space = ConfigSpace(**{**_MODERN, "partial_rotary": True,  # partial_rotary_factor (even counts only:
+                           # an odd rotary_dim makes HF rotate one feature more than ours, as in GPT-NeoX)
+                           "rope_scalings": ("none",),  # Phi3Config accepts only longrope scaling (not ours)
+                           "dropout_groups": (("resid_dropout",), ("attn_dropout",))},  # resid_pdrop,
+                        # attention_dropout; embd_pdrop exists but transformers' model never applies it
+                        free_head_size=False)  # head_dim = hidden_size // num_attention_heads
+
+
+BY_FAMILY = {s.family: s for s in (HFGPT2Subject, HFNeoXSubject, HFLlamaSubject, HFMistralSubject, HFQwen2Subject,
+                                   HFQwen3Subject, HFGemma2Subject, HFOlmo2Subject, HFPhi3Subject)}
 
 
 def raw_gpt2() -> Subject:

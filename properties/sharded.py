@@ -97,8 +97,9 @@ def _wrap(model, subject, engine: str, device, world_size: int):
         from torch.nn.parallel import DistributedDataParallel
         from properties.distributed import _Logits
 
-        net = DistributedDataParallel(_Logits(subject, model),
-                                      device_ids=[device] if device.type == "cuda" else None)
+        net = DistributedDataParallel(_Logits(subject, model),  # unused: MoE experts (properties.distributed)
+                                      device_ids=[device] if device.type == "cuda" else None,
+                                      find_unused_parameters=True)
         return model, net
     if engine == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from gpt.config import MLPS, Config
-from strategies.space import ConfigSpace
+from strategies.space import MODERN_AXES, ConfigSpace
 
 CAPABILITIES = {
     "kv_cache": "incremental decoding through a key/value cache (reset_cache, decode)",
@@ -219,7 +219,7 @@ class GPTSubject(Subject):
         self.name = name
         self.space = ConfigSpace(backends=tuple(backends), mlps=MLPS + ("MoE",), sliding_window=True,
                                  layer_types=True, attn_logit_softcap=True, final_logit_softcap=True,
-                                 attention_sinks=True)
+                                 attention_sinks=True, **MODERN_AXES)
 
     def build(self, config, seed, dtype=torch.float64, device="cpu"):
         from gpt import GPT
@@ -317,6 +317,12 @@ BUILTIN: dict[str, Callable[[], Subject]] = {
     "hf-mixtral": _hf("HFMixtralSubject", "properties.hf_moe_subjects"),
     "hf-qwen-moe": _hf("HFQwenMoESubject", "properties.hf_moe_subjects"),
     "hf-olmoe": _hf("HFOlmoeSubject", "properties.hf_moe_subjects"),
+    "hf-mistral": _hf("HFMistralSubject"),
+    "hf-qwen2": _hf("HFQwen2Subject"),
+    "hf-qwen3": _hf("HFQwen3Subject"),
+    "hf-gemma2": _hf("HFGemma2Subject"),
+    "hf-olmo2": _hf("HFOlmo2Subject"),
+    "hf-phi3": _hf("HFPhi3Subject"),
 }
 ENV_VAR = "GPT_PROPERTIES_SUBJECT"
 

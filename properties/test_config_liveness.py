@@ -23,7 +23,8 @@ When two values legitimately give identical logits, the drawn input or alternati
   some layer where a query sees a key at another position (a sliding window W = 1 on every layer leaves
   each query alone with its own key: relative position 0, RoPE the identity);
 - ``gelu_approximate`` only where the MLP has a GELU (GptNeoxMLP, GemmaMLP); ``parallel_residual`` only
-  without ``shared_attention_norm`` (which requires it); ``norm_class_name`` only without biases and
+  without ``shared_attention_norm`` (which requires it) and with pre-norm placement (sandwich and post
+  blocks are sequential); ``norm_class_name`` only without biases and
   ``mlp_class_name`` only between the gated MLPs (otherwise the parameter shapes differ).
 """
 from __future__ import annotations
@@ -52,8 +53,9 @@ def _alternatives(config, space) -> dict:
             alt["rotary_percentage"] = [1.0 if n == c.head_size else (n + 0.5) / c.head_size for n in counts]
     if c.mlp_class_name in ("GptNeoxMLP", "GemmaMLP"):
         alt["gelu_approximate"] = [g for g in space.gelu_approximations if g != c.gelu_approximate]
-    if not c.shared_attention_norm:
+    if not c.shared_attention_norm and c.norm_placement == "pre":  # sandwich/post blocks are sequential
         alt["parallel_residual"] = [p for p in space.parallel_residual if p != c.parallel_residual]
+    alt["scale_embeddings"] = [v for v in space.scale_embeddings if v != c.scale_embeddings]
     if not c.bias:
         alt["norm_class_name"] = [n for n in space.norms if n != c.norm_class_name]
     if c.mlp_class_name != "GptNeoxMLP":

@@ -11,11 +11,15 @@ independent, prefix consistent and cache consistent, only a different function.
   and the output features of head h are h * hs .. (h + 1) * hs (Vaswani et al. 2017; Ainslie et al. 2023);
   with a sliding window W the mask also needs j > i - W, soft-capping replaces the scores s by c tanh(s / c)
   before the mask, and a sink adds e^{sink_h} to head h's softmax denominator (Mistral, Gemma 2, GPT-OSS);
+  with qk_norm, q and k are RMS-normalised before RoPE over each head's hs features ("per_head", Qwen3)
+  or over all heads' features of a position ("all_heads", OLMo 2), times the norm's weight;
 - block: x + a + mlp(norm_2(x + a)) with a = attn(norm_1(x)) (GPT-2, pre-norm), or x + a + mlp(norm_2(x))
   for a parallel residual (GPT-J / GPT-NeoX), with norm_1 in place of norm_2 when the norm is shared;
-- model: lm_head(norm_f(blocks(wte[idx] + wpe[pos]))) restricted to the first vocab_size columns, the
-  rotary tables of rope_n_elem features at the token positions, lm_head = wte when tied, logits capped to
-  c tanh(z / c) with a final soft-cap.
+  "sandwich" placement: x + a + post_mlp(mlp(norm_2(x + a))) with a = post_attn(attn(norm_1 x)) (Gemma 2),
+  "post": the same without norm_1 and norm_2 (OLMo 2);
+- model: lm_head(norm_f(blocks(wte[idx] (* sqrt(n_embd) when scale_embeddings) + wpe[pos]))) restricted to
+  the first vocab_size columns, the rotary tables of rope_n_elem features (with rope_scaling) at the token
+  positions, lm_head = wte when tied, logits capped to c tanh(z / c) with a final soft-cap.
 
 Parameters are redrawn at O(1) scale so that every term matters, and every reference is written from
 parameters and formulas, reusing a module only where its own property has pinned it down.
@@ -69,8 +73,14 @@ def _case(data, subject, **config_kw):
     pos = torch.arange(start, start + T)
     rope = None
     if config.position_embedding == "rope":
-        rope = rope_cache(pos, config.rope_n_elem, config.rope_base, torch.float64)
+        rope = rope_cache(pos, config.rope_n_elem, config.rope_base, torch.float64, config.rope_scaling)
     return config, model, make, x, pos, rope
+
+
+def _rms(x, weight, eps, n_dims: int):
+    """x / sqrt(mean of x^2 over the last n_dims dimensions + eps) * weight (shaped like those dimensions)."""
+    dims = tuple(range(-n_dims, 0))
+    return x / torch.sqrt(x.pow(2).mean(dim=dims, keepdim=True) + eps) * weight.reshape(x.shape[-n_dims:])
 
 
 def reference_attention(attn, config, x, rope, layer=0):
@@ -81,6 +91,11 @@ def reference_attention(attn, config, x, rope, layer=0):
     q = qkv[..., : nh * hs].reshape(B, T, nh, hs).permute(0, 2, 1, 3)
     k = qkv[..., nh * hs : (nh + g) * hs].reshape(B, T, g, hs).permute(0, 2, 1, 3)
     v = qkv[..., (nh + g) * hs :].reshape(B, T, g, hs).permute(0, 2, 1, 3)
+    if c.qk_norm == "per_head":  # (B, h, T, hs): over hs
+        q, k = _rms(q, attn.q_norm.weight, c.norm_eps, 1), _rms(k, attn.k_norm.weight, c.norm_eps, 1)
+    elif c.qk_norm == "all_heads":  # over (h, hs) at each position
+        q = _rms(q.transpose(1, 2), attn.q_norm.weight, c.norm_eps, 2).transpose(1, 2)
+        k = _rms(k.transpose(1, 2), attn.k_norm.weight, c.norm_eps, 2).transpose(1, 2)
     if rope is not None:
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     causal = torch.ones(T, T, dtype=torch.bool).tril()
@@ -134,14 +149,22 @@ def test_attention_module_matches_definition(subject, data):
 @given(data=st.data())
 def test_block_matches_definition(subject, data):
     """Block(x) == x + a + mlp(norm_2(x + a)) with a = attn(norm_1 x); parallel residual: x + a + mlp(norm_2 x),
-    norm_1 in place of norm_2 when shared."""
+    norm_1 in place of norm_2 when shared; sandwich: a = post_attn(attn(norm_1 x)), x + a +
+    post_mlp(mlp(norm_2(x + a))); post: the same without norm_1, norm_2."""
     gpt_only(subject)
     config, model, _, x, pos, rope = _case(data, subject)
     block = model.blocks[data.draw(st.integers(0, config.n_layer - 1), label="layer")]
+    pre = config.norm_placement != "post"
+    post = config.norm_placement != "pre"
+
+    def norm(name, present):
+        if not present:
+            return lambda t: t
+        return getattr(block, name)
     with torch.no_grad():
-        a = block.attn(block.norm_1(x), rope)
+        a = norm("post_attn_norm", post)(block.attn(norm("norm_1", pre)(x), rope))
         if not config.parallel_residual:
-            expected = x + a + block.mlp(block.norm_2(x + a))
+            expected = x + a + norm("post_mlp_norm", post)(block.mlp(norm("norm_2", pre)(x + a)))
         else:
             mlp_in = block.norm_1(x) if config.shared_attention_norm else block.norm_2(x)
             expected = x + a + block.mlp(mlp_in)
@@ -162,11 +185,13 @@ def test_model_matches_composition(subject, data):
     assert (model.lm_head.weight is model.wte.weight) == config.tie_embeddings, "head tying differs from config"
     with torch.no_grad():
         x = model.wte.weight[idx]
+        if config.scale_embeddings:
+            x = x * math.sqrt(config.n_embd)
         rope = None
         if config.position_embedding == "learned":
             x = x + model.wpe.weight[pos]
         else:
-            rope = rope_cache(pos, config.rope_n_elem, config.rope_base, torch.float64)
+            rope = rope_cache(pos, config.rope_n_elem, config.rope_base, torch.float64, config.rope_scaling)
         for block in model.blocks:
             x = block(x, rope)
         expected = (model.norm_f(x) @ model.lm_head.weight.T)[..., : config.vocab_size]

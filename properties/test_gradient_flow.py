@@ -16,12 +16,18 @@ def test_every_parameter_gets_a_finite_nonzero_gradient(subject, data):
     attention weights do not change the output and separate query and key projections (Llama's q_proj and
     k_proj) get exactly zero gradient; a fused qkv projection only hides that through its value rows.
 
+    For the same reason a sliding window is at least 2 keys wide.
+
     A mixture of experts is drawn with top-k = n_experts: an expert no token selects gets exactly zero
     gradient by design (test_moe_gradients checks that), so only dense routing reaches every parameter;
     and at least 2 experts, since a single expert always gets weight 1 and its router no gradient.
     """
     n_experts = data.draw(st.integers(2, 3), label="n_experts = top-k")
-    config, model, idx = draw_case(data, subject, min_len=2, n_experts=n_experts, n_experts_per_token=n_experts)
+    # a window of 1 key leaves every attention weight at 1, like a single token (q and its QK-norm get 0)
+    window = data.draw(st.one_of(st.none(), st.integers(2, 4)), label="sliding_window") \
+        if subject.space.sliding_window else None
+    config, model, idx = draw_case(data, subject, min_len=2, n_experts=n_experts, n_experts_per_token=n_experts,
+                                   sliding_window=window)
     if (idx[0] == idx[0, 0]).all():
         idx = idx.clone()
         idx[0, -1] = (idx[0, 0] + 1) % config.vocab_size

@@ -1,7 +1,7 @@
 """Issue 14, property 7: differential against transformers with real inputs. Our GPT with converted weights
 gives, with padding masks, per-row position ids and packed rows, the logits of the transformers model's own
 padded / position_ids / padding-free forward, and decodes a left-padded batch through the cache like it,
-for each HF family (GPT-2, GPT-NeoX, Llama), in float64 to the summation-order bound.
+for each HF family (GPT-2, GPT-NeoX, Llama, Mistral, Qwen2/3, Gemma 2, OLMo 2, Phi-3), in float64 to the summation-order bound.
 
 Checks this project's conversion and mask code, so it runs on gpt subjects only (like test_hf_differential).
 Logits at padded positions are implementation-defined and not compared.
@@ -15,10 +15,10 @@ pytest.importorskip("transformers")
 from gpt import GPT  # noqa: E402
 from gpt.convert_hf import FAMILIES, to_hf  # noqa: E402
 from properties.harness import assert_close64, gpt_only  # noqa: E402
-from properties.hf_subjects import HFGPT2Subject, HFLlamaSubject, HFNeoXSubject  # noqa: E402
+from properties.hf_subjects import BY_FAMILY  # noqa: E402
 from strategies import configs, decode_plans, packed_rows, padded_batches, ragged_starts, seeds  # noqa: E402
 
-HF = {"gpt2": HFGPT2Subject(), "gpt_neox": HFNeoXSubject(), "llama": HFLlamaSubject()}
+HF = {family: cls() for family, cls in BY_FAMILY.items()}
 
 
 @given(data=st.data())

@@ -5,7 +5,11 @@ projections, weights and biases) and mapping its weights to the reference's layo
 which is how the formula reads the subject's embedding, final norm and head without touching its
 internals), zeroing them gives, for token ids x at positions p = 0..T-1,
 
-    logits(x) == norm_f(wte[x] + wpe[p]) @ lm_head^T     (wpe only with learned positions)
+    logits(x) == norm_f(s wte[x] + wpe[p]) @ lm_head^T   (wpe only with learned positions; s = sqrt(n_embd)
+                                                          with scale_embeddings, else 1)
+
+plus, per layer, the biases of norms applied to a branch's output (sandwich and post placements: a
+LayerNorm of 0 is its bias).
 
 with norm_f LayerNorm (x - mean) / sqrt(var + eps) * g + b or RMSNorm x / sqrt(mean(x^2) + eps) * g, eps
 = norm_eps, read from the subject's own weights, and with ``final_logit_softcap`` c the logits z become
@@ -59,8 +63,13 @@ def test_zeroed_residual_branches_leave_head_of_final_norm_of_embeddings(subject
             assert not sd[n].any(), f"residual_projections left {n} (reference name) non-zero"
         idx = data.draw(token_batches(config), label="idx")
         x = sd["wte.weight"][idx]  # (B, T, C)
+        if config.scale_embeddings:  # Gemma: sqrt(n_embd) rounded to the weights' dtype
+            x = x * torch.tensor(config.n_embd ** 0.5, dtype=x.dtype)
         if config.position_embedding == "learned":
             x = x + sd["wpe.weight"][: idx.size(1)]
+        for i in range(config.n_layer):  # a norm after a zeroed branch (sandwich, post) adds its bias
+            for name in (f"blocks.{i}.post_attn_norm.bias", f"blocks.{i}.post_mlp_norm.bias"):
+                x = x + sd[name] if name in sd else x
         expected = _final_norm(x, sd, config) @ sd["lm_head.weight"][: config.vocab_size].T
         if config.final_logit_softcap is not None:
             c = config.final_logit_softcap

@@ -64,12 +64,20 @@ def configs(draw, space: ConfigSpace = ConfigSpace(), size: str = "tiny", dropou
         # (n + 0.5) / hs so that int(percentage * hs) == n despite float rounding
         kw["rotary_percentage"] = 1.0 if n_elem == head_size else (n_elem + 0.5) / head_size
         kw["rope_base"] = pick("rope_base", st.sampled_from([10000.0, 100.0, 500000.0]))
+        kw["rope_scaling"] = pick("rope_scaling", rope_scalings(space.rope_scalings))
+    kw["qk_norm"] = pick("qk_norm", st.sampled_from(space.qk_norms))
+    kw["scale_embeddings"] = pick("scale_embeddings", st.sampled_from(space.scale_embeddings))
     kw["norm_class_name"] = pick("norm_class_name", st.sampled_from(space.norms))
     kw["norm_eps"] = pick("norm_eps", st.sampled_from(space.norm_eps))
     kw["mlp_class_name"] = pick("mlp_class_name", st.sampled_from(space.mlps))
     kw["gelu_approximate"] = pick("gelu_approximate", st.sampled_from(space.gelu_approximations))
     for flag in ("bias", "attn_bias", "parallel_residual", "tie_embeddings"):
         kw[flag] = pick(flag, st.sampled_from(getattr(space, flag)))
+    placements = [p for p in space.norm_placements if p == "pre" or not kw["parallel_residual"]]
+    if not placements:  # a space of sandwich/post norms only: those blocks are sequential
+        kw["parallel_residual"] = False
+        placements = list(space.norm_placements)
+    kw["norm_placement"] = pick("norm_placement", st.sampled_from(placements))
     shared = [v for v in space.shared_attention_norm if kw["parallel_residual"] or not v]
     kw["shared_attention_norm"] = pick("shared_attention_norm", st.sampled_from(shared))
     kw["attn_backend"] = pick("attn_backend", st.sampled_from(space.backends))
@@ -132,6 +140,27 @@ def _moe_fields(draw, pick, space: ConfigSpace, n_embd: int) -> dict:
             kw["shared_expert_intermediate_size"] = pick("shared_expert_intermediate_size",
                                                          st.integers(1, 2 * n_embd))
     return kw
+# original contexts spanning tiny to real ones, so that every frequency band is populated at some base
+_ORIGINAL_CONTEXTS = [4, 16, 64, 512, 8192]
+
+
+def rope_scalings(kinds=("none", "linear", "llama3", "yarn")):
+    """``Config.rope_scaling`` values: None or a dict of one of ``kinds`` with drawn parameters."""
+    factor = st.sampled_from([1.0, 2.0, 2.5, 4.0, 8.0, 32.0])
+    context = st.sampled_from(_ORIGINAL_CONTEXTS)
+    by_kind = {
+        "none": st.none(),
+        "linear": st.fixed_dictionaries({"type": st.just("linear"), "factor": factor}),
+        "llama3": st.tuples(factor, st.sampled_from([0.5, 1.0, 2.0]), st.sampled_from([1.0, 3.0, 7.0]),
+                            context).map(lambda t: dict(type="llama3", factor=t[0], low_freq_factor=t[1],
+                                                        high_freq_factor=t[1] + t[2],
+                                                        original_max_position_embeddings=t[3])),
+        "yarn": st.fixed_dictionaries({
+            "type": st.just("yarn"), "factor": factor, "original_max_position_embeddings": context,
+            "beta_fast": st.sampled_from([32.0, 8.0]), "beta_slow": st.sampled_from([1.0, 0.5]),
+            "attention_factor": st.sampled_from([None, 0.8, 1.3]), "truncate": st.booleans()}),
+    }
+    return st.one_of(*(by_kind[k] for k in kinds))
 
 
 # field -> list of (override, note) that each break exactly one constraint of a valid base config
@@ -174,6 +203,19 @@ _BREAKERS = {
     "attn_logit_softcap": [dict(attn_logit_softcap=0.0), dict(attn_logit_softcap=float("inf"))],
     "final_logit_softcap": [dict(final_logit_softcap=-30.0), dict(final_logit_softcap="30")],
     "attention_sinks": [dict(attention_sinks=1)],
+    "qk_norm": [dict(qk_norm="layer"), dict(qk_norm=True)],
+    "norm_placement": [dict(norm_placement="after"), dict(norm_placement="post", parallel_residual=True)],
+    "scale_embeddings": [dict(scale_embeddings=1)],
+    "rope_scaling": [dict(rope_scaling=dict(type="linear", factor=2.0)),  # needs rope positions
+                     dict(position_embedding="rope", rope_scaling="linear"),
+                     dict(position_embedding="rope", rope_scaling=dict(type="ntk", factor=2.0)),
+                     dict(position_embedding="rope", rope_scaling=dict(type="linear", factor=0.5)),
+                     dict(position_embedding="rope", rope_scaling=dict(type="linear", factor=2.0, beta=1.0)),
+                     dict(position_embedding="rope", rope_scaling=dict(type="llama3", factor=8.0, low_freq_factor=4.0,
+                                                                      high_freq_factor=1.0,
+                                                                      original_max_position_embeddings=64)),
+                     dict(position_embedding="rope", rope_scaling=dict(type="yarn", factor=4.0,
+                                                                      original_max_position_embeddings=0))],
 }
 INVALID_BASE = dict(vocab_size=16, padding_multiple=8, block_size=8, n_layer=1, n_embd=32, n_head=4)
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpt.config import MLPS, MOE_ROUTINGS, NORMS
+from gpt.config import MLPS, MOE_ROUTINGS, NORM_PLACEMENTS, NORMS, QK_NORMS
+from gpt.rope_scaling import ROPE_SCALINGS
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,14 @@ class ConfigSpace:
     n_shared_experts: tuple = (0, 1, 2)
     shared_expert_gate: tuple = (False, True)
     free_shared_expert_size: bool = True  # shared_expert_intermediate_size other than n_shared * moe width
+    # Axes of modern architectures (issue 16). Off by default: a model written before them (a user's
+    # make(config)) would compute something else for them; subjects that implement them claim them.
+    qk_norms: tuple = ("none",)
+    norm_placements: tuple = ("pre",)
+    scale_embeddings: tuple = (False,)
+    rope_scalings: tuple = ("none",)  # "none" and types of gpt.rope_scaling.ROPE_SCALINGS
+
+
+# every modern axis on, for subjects that implement them all (gpt.GPT)
+MODERN_AXES = dict(qk_norms=QK_NORMS, norm_placements=NORM_PLACEMENTS, scale_embeddings=(False, True),
+                   rope_scalings=("none",) + ROPE_SCALINGS)
