@@ -96,6 +96,10 @@ def check_expressible(config: Config, family: str) -> None:
         llama_like.check(c, family, req)
         return
     req(c.qk_norm == "none", "qk_norm must be 'none'")
+    req(all(c.window(i) is None for i in range(c.n_layer)), "sliding_window must be None (no sliding window)")
+    req(c.attn_logit_softcap is None and c.final_logit_softcap is None,
+        "attn_logit_softcap and final_logit_softcap must be None (no soft-capping)")
+    req(not c.attention_sinks, "attention_sinks must be False")
     req(c.norm_placement == "pre", "norm_placement must be 'pre'")
     req(not c.scale_embeddings, "scale_embeddings must be False")
     if family == "gpt2":

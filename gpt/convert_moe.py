@@ -57,6 +57,9 @@ def check_moe_expressible(config: Config, family: str) -> None:
     req(not c.bias, "bias must be False (experts and o_proj have no biases)")
     req(c.embd_dropout == 0 and c.resid_dropout == 0, "embd_dropout and resid_dropout must be 0")
     req(c.attn_backend in ("math", "sdpa"), f"attn_backend={c.attn_backend!r}")
+    req(all(c.window(i) is None for i in range(c.n_layer)), "sliding_window must be None (not mapped)")
+    req(c.attn_logit_softcap is None and c.final_logit_softcap is None and not c.attention_sinks,
+        "attn_logit_softcap, final_logit_softcap must be None and attention_sinks False")
     if family != "mixtral":  # head_dim is hidden_size // num_attention_heads
         req(c.n_head * c.head_size == c.n_embd, f"head_size ({c.head_size}) must be n_embd // n_head")
     if family == "qwen2_moe":

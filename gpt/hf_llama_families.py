@@ -19,9 +19,14 @@ in a few declared ways, listed per family in ``SPECS``; ``gpt.convert_hf`` dispa
 * RoPE scaling: linear, llama3 and yarn map to ``rope_parameters`` of the same ``rope_type`` in every
   family (see gpt.rope_scaling).
 
-Window and soft-cap features (Mistral's / Qwen2's / Phi-3's sliding_window, Gemma 2's alternating windows
-and soft-capping) have no Config fields yet: configs map to their "off" values (no window, or a window of
-block_size, which no query within block_size can reach past; no soft-capping).
+* Sliding windows: transformers 5 masks key index j for query index i iff j > i - sliding_window
+  (masking_utils.sliding_window_overlay): W keys including the query itself, our convention, so W maps to
+  sliding_window unchanged in every family. Mistral and Phi-3 window every layer (one sliding_window, no
+  per-layer pattern); Qwen2 / Qwen3 turn it on with use_sliding_window and take an explicit layer_types
+  list; Gemma 2 always has both (no window: every layer "full_attention"). OLMo 2 and Llama have no window.
+* Soft-capping: Gemma 2 only (attn_logit_softcapping, c * tanh(s / c) on the scaled scores before the
+  mask, and final_logit_softcapping on the logits), as ours. transformers runs it in eager attention only.
+* Attention sinks: none of these families.
 """
 from __future__ import annotations
 
@@ -47,20 +52,23 @@ class Spec:
     fused: bool = False  # Phi-3's qkv_proj and gate_up_proj
     partial_rotary: bool = False
     act_key: str = "hidden_act"
-    window_off: Optional[str] = None  # how this family's config says "no sliding window"
+    # sliding windows: "none"; "uniform" (one sliding_window on every layer: Mistral, Phi-3);
+    # "use_sliding" (use_sliding_window + layer_types: Qwen2, Qwen3); "layer_types" (Gemma 2: always both)
+    window: str = "none"
+    softcap: bool = False  # attn_logit_softcapping and final_logit_softcapping (Gemma 2)
 
 
 SPECS = {
     "llama": Spec("LlamaForCausalLM", "LlamaConfig", bias="llama"),
-    "mistral": Spec("MistralForCausalLM", "MistralConfig", window_off="none"),
-    "qwen2": Spec("Qwen2ForCausalLM", "Qwen2Config", bias="qkv", free_head_dim=False, window_off="use_sliding"),
-    "qwen3": Spec("Qwen3ForCausalLM", "Qwen3Config", qk_norm="per_head", window_off="use_sliding"),
+    "mistral": Spec("MistralForCausalLM", "MistralConfig", window="uniform"),
+    "qwen2": Spec("Qwen2ForCausalLM", "Qwen2Config", bias="qkv", free_head_dim=False, window="use_sliding"),
+    "qwen3": Spec("Qwen3ForCausalLM", "Qwen3Config", qk_norm="per_head", window="use_sliding"),
     "gemma2": Spec("Gemma2ForCausalLM", "Gemma2Config", norm_placement="sandwich", norm_offset=1.0,
-                   scale_embeddings=True, act_key="hidden_activation", window_off="block_size"),
+                   scale_embeddings=True, act_key="hidden_activation", window="layer_types", softcap=True),
     "olmo2": Spec("Olmo2ForCausalLM", "Olmo2Config", free_head_dim=False, qk_norm="all_heads",
                   norm_placement="post"),
     "phi3": Spec("Phi3ForCausalLM", "Phi3Config", free_head_dim=False, fused=True, partial_rotary=True,
-                 window_off="none"),
+                 window="uniform"),
 }
 _GELU = {"none": "gelu", "tanh": "gelu_pytorch_tanh"}
 
@@ -124,6 +132,15 @@ def check(c: Config, family: str, req: Callable[[bool, str], None]) -> None:
     req(c.qk_norm == s.qk_norm, f"qk_norm must be {s.qk_norm!r}")
     req(c.norm_placement == s.norm_placement, f"norm_placement must be {s.norm_placement!r}")
     req(c.scale_embeddings == s.scale_embeddings, f"scale_embeddings must be {s.scale_embeddings}")
+    req(not c.attention_sinks, "attention_sinks must be False")
+    if not s.softcap:
+        req(c.attn_logit_softcap is None and c.final_logit_softcap is None,
+            "attn_logit_softcap and final_logit_softcap must be None (no soft-capping)")
+    W, types = window_pattern(c)
+    if s.window == "none":
+        req(W is None, "sliding_window must be None (no sliding window)")
+    elif s.window == "uniform":
+        req(types is None, "layer_types must window every layer or none (one sliding_window for all layers)")
     if family == "phi3":
         req(c.embd_dropout == 0, "embd_dropout must be 0 (Phi-3 has no embedding dropout)")
         req(c.rope_scaling is None, "rope_scaling must be None (Phi3Config accepts longrope only, which we lack)")
@@ -148,14 +165,17 @@ def to_hf_dict(c: Config, family: str, common: dict) -> dict:
         d["rope_parameters"]["partial_rotary_factor"] = c.rotary_percentage
     if family == "phi3":
         d.update(resid_pdrop=c.resid_dropout, embd_pdrop=0.0, original_max_position_embeddings=c.block_size)
-    if s.window_off == "none":
-        d["sliding_window"] = None
-    elif s.window_off == "use_sliding":
-        d["use_sliding_window"] = False
-    elif s.window_off == "block_size":
-        d["sliding_window"] = c.block_size
-    if family == "gemma2":
-        d.update(query_pre_attn_scalar=c.head_size, attn_logit_softcapping=None, final_logit_softcapping=None)
+    W, _ = window_pattern(c)
+    types = layer_types(c)
+    if s.window == "uniform":
+        d["sliding_window"] = W
+    elif s.window == "use_sliding":
+        d.update(use_sliding_window=W is not None, sliding_window=W, layer_types=types)
+    elif s.window == "layer_types":  # HF builds the sliding mask whatever the layers: a window no query
+        d.update(sliding_window=W or c.block_size, layer_types=types)  # within block_size reaches past
+    if s.softcap:
+        d.update(query_pre_attn_scalar=c.head_size, attn_logit_softcapping=c.attn_logit_softcap,
+                 final_logit_softcapping=c.final_logit_softcap)
     return d
 
 
@@ -196,17 +216,58 @@ def from_hf_dict(d: dict, family: str, get) -> dict:
         kw["resid_dropout"] = get("resid_pdrop", default=0.0)
         if get("embd_pdrop", default=0.0):
             raise ValueError("Phi-3 embd_pdrop is unused by transformers' model; set it to 0")
-    if family == "gemma2":
-        if get("attn_logit_softcapping") or get("final_logit_softcapping"):
-            raise ValueError("Gemma 2 soft-capping is not supported yet (attn_logit_softcapping and "
-                             "final_logit_softcapping must be None)")
+    if s.softcap:
         if get("query_pre_attn_scalar", default=head_size) != head_size:
-            raise ValueError("Gemma 2 query_pre_attn_scalar must equal head_dim")
-    window = d.get("sliding_window")
-    if window is not None and (family != "qwen2" and family != "qwen3" or d.get("use_sliding_window")):
-        if window < d.get("max_position_embeddings", 2048):
-            raise ValueError(f"{family} with sliding_window={window} < max_position_embeddings is not supported "
-                             "yet (no Config field for windows)")
+            raise ValueError("Gemma 2 query_pre_attn_scalar must equal head_dim (our attention scale is "
+                             "1 / sqrt(head_size))")
+        # absent keys take transformers' defaults, as Gemma2Config.from_dict would
+        kw.update(attn_logit_softcap=d.get("attn_logit_softcapping", 50.0),
+                  final_logit_softcap=d.get("final_logit_softcapping", 30.0))
+    kw.update(_windows_from_hf(d, family))
+    return kw
+
+
+_WINDOW_DEFAULTS = {"mistral": 4096, "qwen2": 4096, "qwen3": 4096, "gemma2": 4096, "phi3": None}
+
+
+def _windows_from_hf(d: dict, family: str) -> dict:
+    """sliding_window and layer_types (canonical: see window_pattern) of a family's config.json dict."""
+    s, n = SPECS[family], d["num_hidden_layers"]
+    if s.window == "none":
+        return {}
+    W = d.get("sliding_window", _WINDOW_DEFAULTS[family])
+    if s.window == "uniform":
+        types = ["full_attention" if W is None else "sliding_attention"] * n
+    elif s.window == "use_sliding":
+        if not d.get("use_sliding_window"):
+            W = None
+        first = d.get("max_window_layers", 28)  # Qwen2Config's rule when layer_types is absent
+        types = d.get("layer_types") or ["sliding_attention" if W is not None and i >= first else "full_attention"
+                                         for i in range(n)]
+    else:  # Gemma2Config's default alternation starts with a sliding layer
+        types = d.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(n)]
+    if len(types) != n:
+        raise ValueError(f"{family} layer_types names {len(types)} layers, num_hidden_layers is {n}")
+    if W is None:
+        if "sliding_attention" in types:
+            raise ValueError(f"{family} has sliding_attention layers but sliding_window is None")
+        return dict(sliding_window=None, layer_types=None)
+    W, types = window_pattern(Config(n_layer=n, n_head=1, n_embd=2, sliding_window=W, layer_types=tuple(types)))
+    return dict(sliding_window=W, layer_types=types)
+
+
+def window_pattern(c: Config) -> tuple:
+    """(sliding_window, layer_types) in canonical form, a function of the model (the window of each layer):
+    (None, None) when no layer is windowed, (W, None) when every layer is, else (W, layer_types)."""
+    windowed = [c.window(i) is not None for i in range(c.n_layer)]
+    if not any(windowed):
+        return None, None
+    return c.sliding_window, (None if all(windowed) else tuple(c.layer_types))
+
+
+def layer_types(c: Config) -> list:
+    """transformers' per-layer list: "sliding_attention" where layer i has a window, else "full_attention"."""
+    return ["full_attention" if c.window(i) is None else "sliding_attention" for i in range(c.n_layer)]
     return kw
 
 

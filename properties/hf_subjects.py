@@ -285,45 +285,58 @@ _MODERN = dict(positions=("rope",), norms=("RMSNorm",), mlps=("LLaMAMLP",),
                partial_rotary=False, odd_rotary=False,  # rotary over all of an even head_dim
                dropout_groups=(("attn_dropout",),),  # attention_dropout is the only dropout
                backends=("math", "sdpa"), rope_scalings=("none", "linear", "llama3", "yarn"))
-# Sliding windows (Mistral, Qwen2, Qwen3, Phi-3, Gemma 2) and Gemma 2's soft-capping have no gpt.Config
-# fields yet (engineer modern-attn adds them): every subject below runs with them off (sliding_window None
-# or use_sliding_window False; Gemma 2's window set to block_size, which no query can see past, and both
-# soft-caps None).
+# Sliding windows (gpt.hf_llama_families: transformers' W is ours, keys i - W < j <= i): W >= 2 only, since
+# transformers 5.24's DynamicSlidingWindowLayer keeps the last W - 1 keys as keys[..., -W + 1:, :], which for
+# W = 1 is [..., 0:, :] (all of them): its keys then outgrow the mask it builds and cached decoding raises a
+# shape error. (The full forward is right at W = 1; the cache is not usable there.)
+_WINDOWS = dict(sliding_window=True, min_sliding_window=2)
+WINDOW_CAPABILITIES = HF_CAPABILITIES | {"sliding_window"}
 
 
 class HFMistralSubject(HFLlamaSubject):
-    """``MistralForCausalLM``: Llama without biases, free head_dim; no sliding window (see above)."""
+    """``MistralForCausalLM``: Llama without biases, free head_dim, one sliding window on every layer."""
 
     name = "hf-mistral"
     family, hf_class = "mistral", "MistralForCausalLM"
-    space = ConfigSpace(**_MODERN)
+    capabilities = WINDOW_CAPABILITIES
+    space = ConfigSpace(**_MODERN, **_WINDOWS)  # sliding_window, no per-layer pattern
 
 
 class HFQwen2Subject(HFLlamaSubject):
-    """``Qwen2ForCausalLM``: q, k and v biased (our attn_bias), o_proj and the MLP not."""
+    """``Qwen2ForCausalLM``: q, k and v biased (our attn_bias), o_proj and the MLP not; sliding windows on
+    the layers layer_types names (use_sliding_window)."""
 
     name = "hf-qwen2"
     family, hf_class = "qwen2", "Qwen2ForCausalLM"
+    capabilities = WINDOW_CAPABILITIES
     space = ConfigSpace(**{**_MODERN, "attn_bias": (True,)},  # Qwen2's q/k/v always carry biases
+                        **_WINDOWS, layer_types=True,
                         free_head_size=False)  # head_dim = hidden_size // num_attention_heads
 
 
 class HFQwen3Subject(HFLlamaSubject):
-    """``Qwen3ForCausalLM``: RMSNorm over each head's queries and keys before RoPE, free head_dim."""
+    """``Qwen3ForCausalLM``: RMSNorm over each head's queries and keys before RoPE, free head_dim; windows
+    as Qwen2."""
 
     name = "hf-qwen3"
     family, hf_class = "qwen3", "Qwen3ForCausalLM"
-    space = ConfigSpace(**_MODERN, qk_norms=("per_head",))  # Qwen3 always has q_norm and k_norm
+    capabilities = WINDOW_CAPABILITIES
+    space = ConfigSpace(**_MODERN, qk_norms=("per_head",),  # Qwen3 always has q_norm and k_norm
+                        **_WINDOWS, layer_types=True)
 
 
 class HFGemma2Subject(HFLlamaSubject):
     """``Gemma2ForCausalLM``: sandwich norms with (1 + weight) RMSNorms, GeGLU, embeddings times
-    sqrt(hidden_size), query_pre_attn_scalar = head_dim; no window and no soft-capping (see above)."""
+    sqrt(hidden_size), query_pre_attn_scalar = head_dim (scale 1 / sqrt(head_size)), sliding windows on the
+    layers layer_types names, attention and final logit soft-capping."""
 
     name = "hf-gemma2"
     family, hf_class = "gemma2", "Gemma2ForCausalLM"
+    capabilities = WINDOW_CAPABILITIES | {"softcap"}
     space = ConfigSpace(**{**_MODERN, "mlps": ("GemmaMLP",),  # hidden_activation is a GELU (exact or tanh)
-                           "backends": ("math",)},  # transformers' Gemma 2 refuses sdpa (eager only)
+                           "backends": ("math",)},  # transformers' Gemma 2 refuses sdpa (eager only: the
+                        # soft-cap needs the scores, which sdpa does not expose)
+                        **_WINDOWS, layer_types=True, attn_logit_softcap=True, final_logit_softcap=True,
                         norm_placements=("sandwich",), scale_embeddings=(True,),  # Gemma 2 always has them
                         divisible_n_embd=True)  # Gemma2Config validates hidden_size % num_attention_heads
 
@@ -338,11 +351,13 @@ class HFOlmo2Subject(HFLlamaSubject):
 
 
 class HFPhi3Subject(HFLlamaSubject):
-    """``Phi3ForCausalLM``: fused qkv_proj and gate_up_proj, partial rotary, residual dropout."""
+    """``Phi3ForCausalLM``: fused qkv_proj and gate_up_proj, partial rotary, residual dropout, one sliding
+    window on every layer."""
 
     name = "hf-phi3"
     family, hf_class = "phi3", "Phi3ForCausalLM"
-    space = ConfigSpace(**{**_MODERN, "partial_rotary": True,  # partial_rotary_factor (even counts only:
+    capabilities = WINDOW_CAPABILITIES
+    space = ConfigSpace(**_WINDOWS, **{**_MODERN, "partial_rotary": True,  # partial_rotary_factor (even counts only:
                            # an odd rotary_dim makes HF rotate one feature more than ours, as in GPT-NeoX)
                            "rope_scalings": ("none",),  # Phi3Config accepts only longrope scaling (not ours)
                            "dropout_groups": (("resid_dropout",), ("attn_dropout",))},  # resid_pdrop,

@@ -22,6 +22,7 @@ from gpt import GPT, Config  # noqa: E402
 from gpt.convert_hf import (  # noqa: E402
     FAMILIES, check_expressible, config_from_hf, config_to_hf_dict, from_hf, hf_float64, load_hf_checkpoint, to_hf,
 )
+from gpt.hf_llama_families import window_pattern  # noqa: E402
 from properties.harness import assert_close64, decode_in_chunks, gpt_only  # noqa: E402
 from properties.hf_subjects import BY_FAMILY  # noqa: E402
 from properties.subject import GPTSubject  # noqa: E402
@@ -52,9 +53,12 @@ def _draw(data, dtype=torch.float64, **fixed):
 
 def _canonical(config: Config) -> Config:
     """The config with fields that cannot change the model normalised: attn_bias when bias is on (the qkv
-    projection is biased either way) and gelu_approximate for the SwiGLU MLP (no GELU in it)."""
+    projection is biased either way), gelu_approximate for the SwiGLU MLP (no GELU in it), and the window
+    fields to the canonical form of each layer's window (gpt.hf_llama_families.window_pattern)."""
     gelu = "none" if config.mlp_class_name == "LLaMAMLP" else config.gelu_approximate
-    return config.replace(attn_bias=config.attn_bias and not config.bias, gelu_approximate=gelu)
+    window, types = window_pattern(config)
+    return config.replace(attn_bias=config.attn_bias and not config.bias, gelu_approximate=gelu,
+                          sliding_window=window, layer_types=types)
 
 
 @given(data=st.data())

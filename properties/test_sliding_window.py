@@ -20,7 +20,7 @@ MAX_WINDOW = 4
 
 def _windowed_config(data, subject, min_len_of_window):
     """A config whose every layer has a drawn window W, with block_size long enough for ``min_len_of_window``."""
-    window = data.draw(st.integers(1, MAX_WINDOW), label="sliding_window")
+    window = data.draw(st.integers(subject.space.min_sliding_window, MAX_WINDOW), label="sliding_window")
     n_layer = data.draw(st.integers(1, 2), label="n_layer")
     need = min_len_of_window(window, n_layer)
     block = data.draw(st.integers(need, max(need, 12)), label="block_size")
@@ -60,7 +60,7 @@ def test_window_limits_the_receptive_field(subject, data):
 def test_windowed_cache_equals_full_forward(subject, data):
     """cat(decode(chunk_i)) == forward(x) for a windowed model (per-layer pattern where the subject draws one),
     for every prompt/chunk plan; half the draws prefill more than W tokens at once."""
-    window = data.draw(st.integers(1, MAX_WINDOW), label="sliding_window")
+    window = data.draw(st.integers(subject.space.min_sliding_window, MAX_WINDOW), label="sliding_window")
     config, model, idx = draw_case(data, subject, sliding_window=window, min_len=2)
     T = idx.size(1)
     if T > window + 1 and data.draw(st.booleans(), label="prefill longer than W"):

@@ -112,7 +112,8 @@ def _attention_variants(draw, space: ConfigSpace, fixed: dict, n_layer: int, blo
 
     kw = {}
     window = pick("sliding_window", space.sliding_window,
-                  st.one_of(st.none(), st.integers(1, max(1, block_size - 1))), None)
+                  st.one_of(st.none(), st.integers(space.min_sliding_window,
+                                                   max(space.min_sliding_window, block_size - 1))), None)
     kw["sliding_window"] = window
     if window is not None and space.layer_types and "layer_types" not in fixed:
         types = st.sampled_from(("full_attention", "sliding_attention"))

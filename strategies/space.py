@@ -34,6 +34,7 @@ class ConfigSpace:
     norm_eps: tuple = (1e-5, 1e-3, 0.1)
     # attention variants, off unless the implementation expresses them (Mistral, Gemma 2, GPT-OSS)
     sliding_window: bool = False  # a sliding window of W keys on every layer
+    min_sliding_window: int = 1  # the smallest W drawn (a subject states why it raises it)
     layer_types: bool = False  # per-layer full/sliding pattern (Gemma 2/3); needs sliding_window
     attn_logit_softcap: bool = False  # c * tanh(s / c) on the attention scores
     final_logit_softcap: bool = False  # c * tanh(z / c) on the output logits
