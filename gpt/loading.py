@@ -39,8 +39,13 @@ def read_header(path: PathLike) -> tuple[dict, dict]:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
-        if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[:4] == b"PK\x03\x04":
+        # a safetensors header (JSON) starts at byte 8 with "{"; its little-endian length may itself begin
+        # with 0x80 0x02..0x05 (lengths 640..1408 bytes), so the pickle signature alone does not decide
+        json_next = f.read(1) == b"{"
+        pickled = head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[:4] == b"PK\x03\x04"
+        if pickled and not json_next:
             raise ValueError(f"{path} is a pickle or torch.save file, not safetensors; {_PICKLE_HINT}")
+        f.seek(8)
         if len(head) < 8:
             raise ValueError(f"{path} is not a safetensors file: {size} bytes, shorter than the 8-byte header "
                              "length (empty or truncated)")
