@@ -64,14 +64,22 @@ def tiny_config(space):
     from gpt.config import Config
 
     position = space.positions[0]
-    return Config(vocab_size=11, padding_multiple=1, block_size=8, n_layer=1, n_head=2, n_query_groups=2,
+    placement = space.norm_placements[0]
+    parallel = space.parallel_residual[0] and placement == "pre"  # sandwich and post blocks are sequential
+    moe = {}
+    if space.mlps[0] == "MoE":
+        shared = space.n_shared_experts[0]
+        moe = dict(n_experts=2, n_experts_per_token=1, moe_routing=space.moe_routings[0],
+                   moe_expert_mlp=space.moe_expert_mlps[0], n_shared_experts=shared,
+                   shared_expert_gate=bool(shared) and space.shared_expert_gate[0])
+    return Config(**moe, vocab_size=11, padding_multiple=1, block_size=8, n_layer=1, n_head=2, n_query_groups=2,
                   n_embd=8, head_size=4, intermediate_size=32, position_embedding=position,
                   norm_class_name=space.norms[0], mlp_class_name=space.mlps[0],
                   gelu_approximate=space.gelu_approximations[0], bias=space.bias[0], attn_bias=space.attn_bias[0],
-                  parallel_residual=space.parallel_residual[0],
-                  shared_attention_norm=space.parallel_residual[0] and space.shared_attention_norm[0],
+                  parallel_residual=parallel, shared_attention_norm=parallel and space.shared_attention_norm[0],
                   tie_embeddings=space.tie_embeddings[0], norm_eps=space.norm_eps[0],
-                  attn_backend=space.backends[0])
+                  attn_backend=space.backends[0], qk_norm=space.qk_norms[0], norm_placement=placement,
+                  scale_embeddings=space.scale_embeddings[0])
 
 
 def first_non_finite(t) -> str:

@@ -17,15 +17,33 @@ When two values legitimately give identical logits, the drawn input or alternati
 - ``rope_base`` and ``rotary_percentage`` need T >= 2 (at T = 1 only position 0 exists and RoPE is the
   identity) and two different tokens in a row (a row repeating one token has equal values at every key:
   attention returns that value whatever the scores, and every position's stream stays equal), so x has at
-  least 2 tokens and its first row two different ones; ``rope_base`` needs rope_n_elem >= 4 (with one rotated pair the
+  least 2 tokens and its first row's first two differ; ``rope_base`` needs rope_n_elem >= 4 (with one rotated pair the
   only frequency is base^0 = 1, whatever the base); a changed ``rotary_percentage`` changes the number of
   rotated pairs (n // 2), since n = 2 and n = 3 rotate the same single pair at frequency 1; and both need
   some layer where a query sees a key at another position (a sliding window W = 1 on every layer leaves
   each query alone with its own key: relative position 0, RoPE the identity);
-- ``gelu_approximate`` only where the MLP has a GELU (GptNeoxMLP, GemmaMLP); ``parallel_residual`` only
-  without ``shared_attention_norm`` (which requires it) and with pre-norm placement (sandwich and post
-  blocks are sequential); ``norm_class_name`` only without biases and
-  ``mlp_class_name`` only between the gated MLPs (otherwise the parameter shapes differ).
+- ``gelu_approximate`` only where the MLP (or the MoE's experts) has a GELU (GptNeoxMLP, GemmaMLP);
+  ``parallel_residual`` only without ``shared_attention_norm`` (which requires it) and with pre-norm
+  placement (sandwich and post blocks are sequential); ``norm_class_name`` only without biases and
+  ``mlp_class_name`` / ``moe_expert_mlp`` only between the gated MLPs (otherwise the parameter shapes differ);
+- ``sliding_window`` W -> W' (None = no window = W of infinity) only where some layer is windowed (W is
+  unused when layer_types makes every layer "full_attention") and T > min(W, W'): query i sees keys
+  i - W < j <= i, so the two windows differ only for a query i >= min(W, W'), whose larger window adds
+  key i - min(W, W'); and only with two different tokens there, which the drawn input guarantees at its
+  first row's positions 0 and 1 (query min(W, W') then gains key 0, whose value differs from key 1's at
+  every layer). W' = None only where layer_types names no sliding layer (a sliding layer needs a W);
+- ``layer_types``: one layer's type flipped, only with a window and T > W (a window no query of the input
+  can reach past makes both types the same attention);
+- ``attn_logit_softcap`` c -> c' (another drawn cap, or None) only where some layer lets a query see two
+  keys (a window of 1 everywhere leaves weight 1 on the query's own key, whatever its score); c tanh(s / c)
+  is not a shift of s, so it changes the weights of two keys with different scores;
+- ``final_logit_softcap`` c -> c' (another cap, or None): c tanh(z / c) differs for every z != 0;
+- MoE ``n_experts_per_token`` k -> k' (1 <= k' <= n_experts): the mixture gains or loses an expert of
+  positive weight; ``moe_routing`` only between ``softmax_topk`` and the renormalising conventions
+  (``softmax_topk_renorm`` and ``topk_softmax`` are one function: see gpt.moe), only with k < n_experts
+  (with every expert kept the renormalisation divides by sum p = 1), and only with pre-norm placement or
+  a shared expert: renormalising scales the routed output by 1 / sum_{top-k} p, and without a shared
+  expert a sandwich/post norm right after the MLP removes that scale (up to its eps).
 """
 from __future__ import annotations
 
@@ -35,23 +53,28 @@ from hypothesis import strategies as st
 
 from properties.harness import draw_config, float64_tol
 from strategies import seeds, token_batches
+from strategies.configs import SOFTCAPS
 
 ROPE_BASES = (10000.0, 100.0, 500000.0)  # strategies.configs draws from these
+GELU_MLPS = ("GptNeoxMLP", "GemmaMLP")
 
 
-def _alternatives(config, space) -> dict:
-    """field -> other values the space allows that keep parameter shapes (possibly empty)."""
+def _alternatives(config, space, T: int) -> dict:
+    """field -> other values the space allows that keep parameter shapes and, on an input of T tokens, the
+    logits (possibly empty)."""
     c, alt = config, {}
     alt["norm_eps"] = [e for e in space.norm_eps if e != c.norm_eps]
-    full_layer = c.layer_types is not None and "full_attention" in c.layer_types
-    if c.position_embedding == "rope" and (c.sliding_window is None or c.sliding_window >= 2 or full_layer):
+    windows = [c.window(i) for i in range(c.n_layer)]
+    several_keys = any(w is None or w >= 2 for w in windows)  # some query sees another position's key
+    if c.position_embedding == "rope" and several_keys:
         if c.rope_n_elem >= 4:
             alt["rope_base"] = [b for b in ROPE_BASES if b != c.rope_base]
         if space.partial_rotary:
             counts = [n for n in range(2, c.head_size + 1) if (space.odd_rotary or n % 2 == 0)
                       and n // 2 != c.rope_n_elem // 2]
             alt["rotary_percentage"] = [1.0 if n == c.head_size else (n + 0.5) / c.head_size for n in counts]
-    if c.mlp_class_name in ("GptNeoxMLP", "GemmaMLP"):
+    moe = c.mlp_class_name == "MoE"
+    if c.mlp_class_name in GELU_MLPS or (moe and c.moe_expert_mlp in GELU_MLPS):
         alt["gelu_approximate"] = [g for g in space.gelu_approximations if g != c.gelu_approximate]
     if not c.shared_attention_norm and c.norm_placement == "pre":  # sandwich/post blocks are sequential
         alt["parallel_residual"] = [p for p in space.parallel_residual if p != c.parallel_residual]
@@ -60,7 +83,40 @@ def _alternatives(config, space) -> dict:
         alt["norm_class_name"] = [n for n in space.norms if n != c.norm_class_name]
     if c.mlp_class_name != "GptNeoxMLP":
         alt["mlp_class_name"] = [m for m in space.mlps if m not in ("GptNeoxMLP", c.mlp_class_name)]
+    alt.update(_attention_alternatives(c, space, T, windows, several_keys))
+    if moe:
+        k, E = c.n_experts_per_token, c.n_experts
+        alt["n_experts_per_token"] = [j for j in range(1, E + 1) if j != k]
+        if k < E and (c.norm_placement == "pre" or c.n_shared_experts):
+            renorm = c.moe_routing != "softmax_topk"
+            alt["moe_routing"] = [r for r in space.moe_routings if (r != "softmax_topk") != renorm]
+        if c.moe_expert_mlp != "GptNeoxMLP":
+            alt["moe_expert_mlp"] = [m for m in space.moe_expert_mlps if m not in ("GptNeoxMLP", c.moe_expert_mlp)]
     return {f: v for f, v in alt.items() if v and f not in space.ignored}
+
+
+def _attention_alternatives(c, space, T: int, windows: list, several_keys: bool) -> dict:
+    """Windows, per-layer types and soft-caps: the values that change which keys a query of T tokens sees
+    or how it weighs them (conditions in the module docstring)."""
+    alt = {}
+    inf = float("inf")
+    if space.sliding_window and (c.layer_types is None or "sliding_attention" in c.layer_types):
+        lo = space.min_sliding_window
+        W = inf if c.sliding_window is None else c.sliding_window
+        needs_w = c.layer_types is not None  # here with a sliding layer: None is not a valid W
+        alt["sliding_window"] = [w for w in [None, *range(lo, max(lo, c.block_size - 1) + 1)]
+                                 if w != c.sliding_window and min(W, inf if w is None else w) < T
+                                 and not (w is None and needs_w)]
+    if space.layer_types and c.sliding_window is not None and T > c.sliding_window:
+        types = list(c.layer_types or ["sliding_attention"] * c.n_layer)
+        flip = {"sliding_attention": "full_attention", "full_attention": "sliding_attention"}
+        alt["layer_types"] = [tuple(types[:i] + [flip[types[i]]] + types[i + 1:]) for i in range(c.n_layer)]
+    caps = (None,) + SOFTCAPS
+    if space.attn_logit_softcap and several_keys:
+        alt["attn_logit_softcap"] = [x for x in caps if x != c.attn_logit_softcap]
+    if space.final_logit_softcap:
+        alt["final_logit_softcap"] = [x for x in caps if x != c.final_logit_softcap]
+    return alt
 
 
 def _perturb(model, seed: int) -> None:
@@ -78,15 +134,15 @@ def test_every_shape_preserving_field_changes_the_logits(subject, data):
     """For every field f of the space that keeps shapes: logits_c(x) != logits_{c with f changed}(x)."""
     config = draw_config(data, subject)
     seed = data.draw(seeds(), label="seed")
-    alternatives = _alternatives(config, subject.space)
+    idx = data.draw(token_batches(config, min_len=2), label="idx")
+    if idx[0, 1] == idx[0, 0]:  # one repeated token: attention averages equal values, positions vanish
+        idx[0, 1] = (idx[0, 0] + 1) % config.vocab_size
+    alternatives = _alternatives(config, subject.space, idx.size(1))
     if not alternatives:
         return
     model = subject.build(config, seed, dtype=torch.float64).eval()
     _perturb(model, seed)
     weights = model.state_dict()
-    idx = data.draw(token_batches(config, min_len=2), label="idx")
-    if (idx == idx[:, :1]).all():  # one repeated token: attention averages equal values, positions vanish
-        idx[0, 1] = (idx[0, 0] + 1) % config.vocab_size
     with torch.no_grad():
         base = subject.logits(model, idx)
         tol = float64_tol(config, base)
