@@ -844,6 +844,41 @@ MUTANTS += [
        "torch.tensor(float(self.config.n_embd), dtype=self.wte.weight.dtype,"),
 ]
 
+# ------------------------------------------------------------------ hard-coded window / soft-cap / MoE fields (hfwin)
+# config-liveness is the generic property that sees these (a subject without a weight mapping)
+MUTANTS += [
+    _m("attn_softcap_hardcoded", "config-ignored",
+       "attention soft-cap hard-coded to Gemma 2's 50 whenever one is configured, whatever its value",
+       "attention.py",
+       "softcap=c.attn_logit_softcap,",
+       "softcap=None if c.attn_logit_softcap is None else 50.0,"),
+    _m("final_softcap_hardcoded", "config-ignored",
+       "final logit soft-cap hard-coded to Gemma 2's 30 whenever one is configured, whatever its value",
+       "model.py",
+       "            cap = self.config.final_logit_softcap",
+       "            cap = 30.0"),
+    _m("layer_types_ignored", "sliding-window",
+       "per-layer pattern ignored: every layer gets the sliding window, 'full_attention' ones too",
+       "config.py",
+       'if self.layer_types is not None and self.layer_types[layer] == "full_attention":',
+       'if self.sliding_window is None:'),
+    _m("moe_top_k_hardcoded", "config-ignored",
+       "MoE keeps a hard-coded top-2 of the experts whatever n_experts_per_token says",
+       "moe.py",
+       "self.k, self.convention = config.n_experts_per_token, config.moe_routing",
+       "self.k, self.convention = min(2, config.n_experts), config.moe_routing"),
+    _m("moe_routing_ignored", "config-ignored",
+       "MoE always renormalises the kept weights (Mixtral's routing) whatever moe_routing says",
+       "moe.py",
+       "self.k, self.convention = config.n_experts_per_token, config.moe_routing",
+       "self.k, self.convention = config.n_experts_per_token, \"softmax_topk_renorm\""),
+    _m("moe_expert_gelu_exact", "config-ignored",
+       "MoE experts always use the exact GELU, whatever gelu_approximate says",
+       "moe.py",
+       "gelu_approximate=config.gelu_approximate))",
+       "gelu_approximate=\"none\"))"),
+]
+
 BY_NAME: dict[str, Mutant] = {m.name: m for m in MUTANTS}
 
 
