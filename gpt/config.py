@@ -344,8 +344,7 @@ PRESETS: dict[str, dict] = {
                        norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=False),
     # Published shapes of current open models (their config.json on the Hub); param_count() equals
     # transformers' count for the same config on the meta device (properties/test_presets.py, README).
-    # Sliding windows and soft-caps (Mistral, Gemma 2, Phi-3) change no parameter shapes and have no field
-    # yet: these presets run them with global attention and no soft-capping.
+    # Sliding windows and soft-caps (Mistral v0.1, Gemma 2, Phi-3) as published; they change no parameter shapes.
     "llama-3.2-1b": dict(vocab_size=128256, padding_multiple=64, block_size=131072, n_layer=16, n_embd=2048,
                          n_head=32, n_query_groups=8, intermediate_size=8192, position_embedding="rope",
                          rope_base=500000.0, rope_scaling=dict(type="llama3", factor=32.0, low_freq_factor=1.0,
@@ -354,7 +353,8 @@ PRESETS: dict[str, dict] = {
                          norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=True),
     "mistral-7b": dict(vocab_size=32000, padding_multiple=64, block_size=32768, n_layer=32, n_embd=4096, n_head=32,
                        n_query_groups=8, intermediate_size=14336, position_embedding="rope", rope_base=10000.0,
-                       norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=False),
+                       norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=False,
+                       sliding_window=4096),
     "qwen3-0.6b": dict(vocab_size=151936, padding_multiple=64, block_size=40960, n_layer=28, n_embd=1024, n_head=16,
                        n_query_groups=8, head_size=128, intermediate_size=3072, position_embedding="rope",
                        rope_base=1000000.0, norm_class_name="RMSNorm", norm_eps=1e-6, qk_norm="per_head",
@@ -363,14 +363,16 @@ PRESETS: dict[str, dict] = {
                        n_query_groups=4, head_size=256, intermediate_size=9216, position_embedding="rope",
                        rope_base=10000.0, norm_class_name="RMSNorm", norm_eps=1e-6, norm_placement="sandwich",
                        mlp_class_name="GemmaMLP", gelu_approximate="tanh", bias=False, scale_embeddings=True,
-                       tie_embeddings=True),
+                       tie_embeddings=True, sliding_window=4096, attn_logit_softcap=50.0, final_logit_softcap=30.0,
+                       layer_types=tuple(("sliding_attention", "full_attention")[i % 2] for i in range(26))),
     "olmo-2-1b": dict(vocab_size=100352, padding_multiple=64, block_size=4096, n_layer=16, n_embd=2048, n_head=16,
                       intermediate_size=8192, position_embedding="rope", rope_base=500000.0,
                       norm_class_name="RMSNorm", norm_eps=1e-6, norm_placement="post", qk_norm="all_heads",
                       mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=False),
     "phi-3-mini": dict(vocab_size=32064, padding_multiple=64, block_size=4096, n_layer=32, n_embd=3072, n_head=32,
                        intermediate_size=8192, position_embedding="rope", rope_base=10000.0,
-                       norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=False),
+                       norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", bias=False, tie_embeddings=False,
+                       sliding_window=2047),
     # nanoGPT's character-level tiny-shakespeare model (65 characters)
     "shakespeare-char": dict(vocab_size=65, padding_multiple=1, block_size=256, n_layer=6, n_head=6, n_embd=384,
                              embd_dropout=0.2, attn_dropout=0.2, resid_dropout=0.2, bias=False),
