@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, note, settings, strategies as st
 
 from gpt import GPT
-from properties.gpu import device
+from properties.gpu import compiled_examples, device
 from properties.harness import assert_low_precision
 from strategies import ConfigSpace, configs, packed_rows, padded_batches, seeds
 
@@ -47,7 +47,7 @@ def _model(config, seed, dtype, backend):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow], max_examples=10,
+@settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow], max_examples=compiled_examples(),
           deadline=None)
 @given(data=st.data())
 def test_masked_kernel_logits_within_twice_math_error(kernel, data):
