@@ -41,7 +41,7 @@ def head_cross_entropy(hidden: Tensor, padded_weight: Tensor, vocab_size: int, t
                        ignore_index: int = -100) -> Tensor:
     """mean over non-ignored t of -log softmax((hidden @ W.T)[:vocab_size])[t], computed over all padded rows of
     W (padded_vocab_size, C) with the columns >= vocab_size masked to -inf: hidden (B, T, C), targets (B, T)."""
-    logits = F.linear(hidden, padded_weight).float()  # (B, T, padded_vocab_size)
+    logits = _at_least_float32(F.linear(hidden, padded_weight))  # (B, T, padded_vocab_size)
     if padded_weight.size(0) > vocab_size:
         pad = torch.arange(padded_weight.size(0), device=logits.device) >= vocab_size
         logits = logits.masked_fill(pad, float("-inf"))
@@ -58,7 +58,12 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, ignore
     loss_fn = _liger_loss(ignore_index) if fused and hidden.is_cuda else None
     if loss_fn is not None:
         return _eager(loss_fn, weight, h, t)
-    return F.cross_entropy(F.linear(h, weight).float(), t, ignore_index=ignore_index)
+    return F.cross_entropy(_at_least_float32(F.linear(h, weight)), t, ignore_index=ignore_index)
+
+
+def _at_least_float32(logits: Tensor) -> Tensor:
+    """bf16/fp16 logits up to float32 for the log-sum-exp; float64 stays float64 (``.float()`` would round it)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 @torch.compiler.disable  # Liger's Triton launcher does not trace (FakeTensor addmm, .item()); run it eagerly

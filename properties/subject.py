@@ -55,6 +55,9 @@ class Subject:
     name: str = "custom"
     capabilities: frozenset = frozenset()
     space: ConfigSpace = ConfigSpace(backends=("sdpa",))
+    # False for a bare make(config) given no space: it never said which Config fields it honours (a
+    # nanoGPT-style model rightly ignores norm_class_name or rope_base), so config-liveness does not apply
+    declares_space: bool = True
     # Declared working precision (properties.harness.assert_close_subject derives every exactness bound
     # from it). float32_islands names the parts computed in float32 inside a float64 model (litgpt's
     # RMSNorm and RoPE tables, torchtune's RoPE, transformers' RMSNorm/RoPE/softmax upcasts), e.g.
@@ -198,6 +201,7 @@ class ModuleSubject(Subject):
         self.factory, self.name = factory, name
         self.capabilities = frozenset(capabilities or getattr(factory, "capabilities", ()))
         self.space = space or getattr(factory, "space", None) or CONVENTIONAL_SPACE
+        self.declares_space = self.space is not CONVENTIONAL_SPACE
         self.float32_islands = frozenset(getattr(factory, "float32_islands", ()))
         self.logits_dtype = getattr(factory, "logits_dtype", None)
 

@@ -11,7 +11,10 @@ import torch
 from hypothesis import HealthCheck, assume, given, note, settings, strategies as st
 
 from gpt.attention import flash_attention, flash_available
-from properties.gpu import KERNELS, VARIANT_KERNELS, NotApplicable, device, math_attention, run_kernel
+from properties.gpu import (
+    COMPILED_KERNELS, SDPA_KERNELS, VARIANT_KERNELS, NotApplicable, compiled_examples, device, math_attention,
+    run_kernel,
+)
 from properties.harness import assert_low_precision
 
 pytestmark = [pytest.mark.gpu, pytest.mark.gpt_internal]
@@ -34,11 +37,27 @@ def _forward_backward(fn, q, k, v, probe):
     return out.detach(), (q.grad, k.grad, v.grad)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+CASES = dict(shape=attention_shapes(), dtype=st.sampled_from([torch.bfloat16, torch.float16]),
+             seed=st.integers(0, 2**31))
+
+
+@pytest.mark.parametrize("kernel", SDPA_KERNELS)
 @settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
-@given(shape=attention_shapes(), dtype=st.sampled_from([torch.bfloat16, torch.float16]), seed=st.integers(0, 2**31))
+@given(**CASES)
 def test_kernel_matches_math_reference(kernel, shape, dtype, seed):
     """out error <= 2x, dq/dk/dv error <= 3x the same-dtype math backend's error vs float64, + floor."""
+    _check_kernel(kernel, shape, dtype, seed)
+
+
+@pytest.mark.parametrize("kernel", COMPILED_KERNELS)
+@settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow], max_examples=compiled_examples())
+@given(**CASES)
+def test_compiled_kernel_matches_math_reference(kernel, shape, dtype, seed):
+    """The same rule for flash-attn and compiled flex (fewer examples: each new shape compiles a kernel)."""
+    _check_kernel(kernel, shape, dtype, seed)
+
+
+def _check_kernel(kernel, shape, dtype, seed):
     dev = device()
     B, nh, g, T, hs = shape
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -60,7 +79,7 @@ def test_kernel_matches_math_reference(kernel, shape, dtype, seed):
 
 
 @pytest.mark.parametrize("kernel", VARIANT_KERNELS)
-@settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow], max_examples=compiled_examples())
 @given(shape=attention_shapes(), dtype=st.sampled_from([torch.bfloat16, torch.float16]), seed=st.integers(0, 2**31),
        window=st.one_of(st.none(), st.integers(1, 300)), softcap=st.one_of(st.none(), st.sampled_from([1.0, 30.0])),
        with_sinks=st.booleans())

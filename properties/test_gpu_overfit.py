@@ -17,6 +17,9 @@ CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 def test_overfit_converges_on_cuda(tmp_path):
     """python -m gpt.overfit on CUDA exits 0 with final loss <= max_final_loss, on the corpus if present."""
     device()
+    for module in ("omegaconf", "matplotlib", "tqdm"):
+        pytest.importorskip(module, reason=f"gpt.overfit needs {module}: install the `train` extra "
+                                           "(pip install 'gpt-properties[train]')")
     args = [sys.executable, "-m", "gpt.overfit", "--config", str(ROOT / "configs" / "tiny_shakespeare.yaml"),
             "device=cuda", f"out_dir={tmp_path}"]
     if not CORPUS.exists():

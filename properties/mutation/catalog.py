@@ -80,6 +80,7 @@ BUG_CLASSES: dict[str, str] = {
     "rope-scaling": "RoPE scaling (linear, llama3 bands, YaRN ramp and attention factor) off its formula",
     "norm-placement": "sandwich / post norms outside the residual branch",
     "hf-conversion": "a weight or scale converted wrongly to or from a transformers family",
+    "fused-loss": "a training loss path (padded head, fused linear + cross-entropy) differs from CE of the logits",
 }
 REQUIRED_BUG_CLASSES: tuple[str, ...] = tuple(list(BUG_CLASSES)[:24])
 
@@ -842,6 +843,25 @@ MUTANTS += [
        "model.py",
        "torch.tensor(math.sqrt(self.config.n_embd), dtype=self.wte.weight.dtype,",
        "torch.tensor(float(self.config.n_embd), dtype=self.wte.weight.dtype,"),
+]
+
+# ------------------------------------------------------------------ training losses (issue 20: fused head + loss)
+MUTANTS += [
+    _m("fused_loss_padding_unmasked", "fused-loss",
+       "the padded head's vocabulary-padding columns stay in the softmax normaliser",
+       "fused_loss.py",
+       'logits = logits.masked_fill(pad, float("-inf"))',
+       "logits = logits"),
+    _m("fused_loss_pad_mask_off_by_one", "fused-loss",
+       "the padding mask starts one column late: the first padding column joins the normaliser",
+       "fused_loss.py",
+       "pad = torch.arange(padded_weight.size(0), device=logits.device) >= vocab_size",
+       "pad = torch.arange(padded_weight.size(0), device=logits.device) > vocab_size"),
+    _m("fused_loss_rounds_float64", "fused-loss",
+       "the loss always computes in float32 (.float()), rounding a float64 model's logits",
+       "fused_loss.py",
+       "return logits.to(torch.promote_types(logits.dtype, torch.float32))",
+       "return logits.float()"),
 ]
 
 # ------------------------------------------------------------------ hard-coded window / soft-cap / MoE fields (hfwin)
