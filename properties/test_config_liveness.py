@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from properties.harness import draw_config, float64_tol
@@ -132,6 +132,9 @@ def _perturb(model, seed: int) -> None:
                 p.add_(0.5 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
+# one example checks only the fields its config makes live; the rarest combinations (a mixture of experts
+# with GELU experts: ~1 example in 6 on gpt) need more examples than a one-field property (ci: 60, ~2 s)
+@settings(max_examples=3 * settings.default.max_examples)
 @given(data=st.data())
 def test_every_shape_preserving_field_changes_the_logits(subject, data):
     """For every field f of the space that keeps shapes: logits_c(x) != logits_{c with f changed}(x)."""
