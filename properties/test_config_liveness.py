@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from properties.harness import draw_config, float64_tol
@@ -132,16 +132,26 @@ def _perturb(model, seed: int) -> None:
                 p.add_(0.5 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
-# one example checks only the fields its config makes live; the rarest combinations (a mixture of experts
-# with GELU experts: ~1 example in 6 on gpt) need more examples than a one-field property (ci: 60, ~2 s)
-@settings(max_examples=3 * settings.default.max_examples)
 @given(data=st.data())
 def test_every_shape_preserving_field_changes_the_logits(subject, data):
     """For every field f of the space that keeps shapes: logits_c(x) != logits_{c with f changed}(x)."""
+    _check_liveness(subject, data)
+
+
+@given(data=st.data())
+def test_moe_fields_change_the_logits(subject, data):
+    """The same for configs with a mixture of experts (its fields are live only there, and a config drawn
+    from the whole space is one only in some examples)."""
+    if "MoE" not in subject.space.mlps:
+        pytest.skip(f"subject {subject.name} draws no mixture of experts (ConfigSpace.mlps)")
+    _check_liveness(subject, data, mlp_class_name="MoE")
+
+
+def _check_liveness(subject, data, **fixed) -> None:
     if not subject.declares_space:
         pytest.skip(f"subject {subject.name} is a bare make(config) without a declared space, so it never "
                     "claimed any Config field; declare make.space = ConfigSpace(...) to check config-liveness")
-    config = draw_config(data, subject)
+    config = draw_config(data, subject, **fixed)
     seed = data.draw(seeds(), label="seed")
     idx = data.draw(token_batches(config, min_len=2), label="idx")
     if idx[0, 1] == idx[0, 0]:  # one repeated token: attention averages equal values, positions vanish
