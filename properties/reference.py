@@ -40,11 +40,23 @@ def score_bound(model: GPT) -> float:
 
     The attention input is a norm's output g * n(x) (+ b) with ||n(x)|| <= sqrt(C) (unit RMS at most), so
     ||q|| <= ||W_q||_2 (max|g| sqrt(C) + ||b_norm||) + ||b_q|| and likewise ||k||; RoPE is a rotation and
-    keeps norms; |q.k| <= ||q|| ||k||.
+    keeps norms; |q.k| <= ||q|| ||k||. With QK-norm, q and k are themselves RMSNorm outputs g * n(.), over
+    a head's hs features (||q_h|| <= max|g| sqrt(hs)) or over all heads' (||q_h|| <= ||q|| <= max|g|
+    sqrt(n_head hs), k likewise with n_query_groups), whatever the attention input: the only bound for
+    post-norm blocks, whose attention reads the unnormalised stream.
     """
     c = model.config
     C, S = c.n_embd, 0.0
     for block in model.blocks:
+        if c.qk_norm != "none":
+            heads_q, heads_k = (1, 1) if c.qk_norm == "per_head" else (c.n_head, c.n_query_groups)
+            q = block.attn.q_norm.weight.abs().max().item() * math.sqrt(heads_q * c.head_size)
+            k = block.attn.k_norm.weight.abs().max().item() * math.sqrt(heads_k * c.head_size)
+            S = max(S, q * k / math.sqrt(c.head_size))
+            continue
+        if c.norm_placement == "post":
+            raise ValueError("score_bound: a post-norm block without QK-norm attends the unnormalised residual "
+                             "stream, which the weights alone do not bound")
         norm = block.norm_1
         g = norm.weight.abs().max().item()
         nb = norm.bias.norm().item() if getattr(norm, "bias", None) is not None else 0.0
