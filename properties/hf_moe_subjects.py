@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from gpt.config import Config
-from gpt.convert_moe import moe_config_to_hf
+from gpt.convert_moe import moe_config_to_hf, moe_state_dict_from_hf, moe_state_dict_to_hf
 from properties.hf_subjects import HF_CAPABILITIES, HFSubject
 from strategies.space import ConfigSpace
 
@@ -40,8 +40,31 @@ _COMMON = dict(
 )
 
 
+class MoEWeightMap:
+    """``gpt.convert_moe``'s conversion (checked against transformers by test_moe_hf_differential) as the
+    subject's weight map: Mixtral and Qwen2-MoE."""
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+
+    def to_subject(self, reference, config: Config) -> dict:
+        out = moe_state_dict_to_hf(reference, config, self.family)
+        if config.tie_embeddings:
+            out.pop("lm_head.weight", None)  # the same tensor as the embedding
+        return out
+
+    def to_reference(self, tensors, config: Config) -> dict:
+        return moe_state_dict_from_hf(tensors, config, self.family)
+
+
 class HFMoESubject(HFSubject):
     capabilities = HF_CAPABILITIES | {"aux_loss"}
+    # attention output, every routed expert's down projection (one (E, C, I) tensor) and the shared expert's
+    residual_suffixes = ("self_attn.o_proj.weight", "mlp.experts.down_proj", "mlp.shared_expert.down_proj.weight")
+
+    def __init__(self, exact_float64: bool = True) -> None:
+        super().__init__(exact_float64)
+        self.weight_map = MoEWeightMap(self.family) if "reference_weights" in self.capabilities else None
 
     def build(self, config: Config, seed: int, dtype=torch.float64, device="cpu") -> nn.Module:
         import transformers
@@ -94,6 +117,9 @@ class HFOlmoeSubject(HFMoESubject):
 
     name = "hf-olmoe"
     family, hf_class = "olmoe", "OlmoeForCausalLM"
+    # no weight map (its QK-norms have no gpt counterpart in gpt.convert_moe), so neither the fixed-weight
+    # differential nor the residual identity (which maps zeroed parameters to the reference's names)
+    capabilities = HFMoESubject.capabilities - {"reference_weights", "residual_projections"}
     space = ConfigSpace(
         **{**_COMMON, "divisible_n_embd": False},
         free_head_size=False,  # head_dim is hidden_size // num_attention_heads

@@ -115,8 +115,9 @@ def _skip_missing_capabilities(items, subject) -> None:
     """``@pytest.mark.needs("kv_cache", ...)``: skipped at collection, the reason naming the property and
     the missing capability (reported at the test's own location)."""
     for item in items:
-        marker = item.get_closest_marker("needs")
-        missing = [c for c in (marker.args if marker else ()) if c not in subject.capabilities]
+        # every needs marker (a module's pytestmark and the function's own), not only the closest one
+        needed = dict.fromkeys(c for marker in item.iter_markers("needs") for c in marker.args)
+        missing = [c for c in needed if c not in subject.capabilities]
         if missing:
             item.add_marker(pytest.mark.skip(
                 reason=f"{item.name}: subject {subject.name} lacks capability {', '.join(missing)}"))

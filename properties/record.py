@@ -41,12 +41,12 @@ def annotate(item, call, report) -> None:
     """Add the record to ``report.user_properties`` (setup: the static facts; call: what ran)."""
     props = dict(report.user_properties)
     if report.when == "setup":
-        needs = item.get_closest_marker("needs")
+        needs = list(dict.fromkeys(c for m in item.iter_markers("needs") for c in m.args))
         report.user_properties += [
             ("property", f"{item.module.__name__}::{item.name}" if getattr(item, "module", None) else item.nodeid),
             ("test_name", item.name),
             ("invariant", invariant(item)),
-            ("needs", ",".join(needs.args) if needs else ""),
+            ("needs", ",".join(needs)),
         ]
     elif report.when == "call":
         stats = item.stash.get(STATS_KEY, None)
@@ -111,10 +111,10 @@ class Recorder:
 
     def pytest_collection_finish(self, session):
         for item in session.items:
-            needs = item.get_closest_marker("needs")
+            needs = list(dict.fromkeys(c for m in item.iter_markers("needs") for c in m.args))
             self.collected.append({
                 "property": f"{item.module.__name__}::{item.name}" if getattr(item, "module", None) else item.nodeid,
-                "invariant": invariant(item), "needs": list(needs.args) if needs else [],
+                "invariant": invariant(item), "needs": needs,
                 "markers": sorted({m.name for m in item.iter_markers()} - {"parametrize", "needs"})})
 
     @pytest.hookimpl(trylast=True)
