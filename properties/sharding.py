@@ -29,8 +29,9 @@ def shard_count(config) -> int:
     value = config.getoption("--shards")
     if value is None:
         value = os.environ.get("GPT_PROPERTIES_SHARDS")
-    if value is None:
-        return 16 if settings.get_current_profile_name() == "nightly" else 1
+    if value is None:  # --hypothesis-profile is read directly: Hypothesis may load it after this plugin
+        profile = config.getoption("hypothesis_profile", None) or settings.get_current_profile_name()
+        return 16 if profile == "nightly" else 1
     shards = int(value)
     if shards < 1:
         raise pytest.UsageError(f"--shards must be >= 1, got {shards}")
@@ -56,7 +57,13 @@ def shard_seed(base: int, nodeid: str, shard: int) -> int:
 class ShardPlugin:
     def __init__(self, config) -> None:
         self.config = config
-        self.shards = shard_count(config)
+        self._shards = None
+
+    @property
+    def shards(self) -> int:  # first read at collection, once every plugin has configured
+        if self._shards is None:
+            self._shards = shard_count(self.config)
+        return self._shards
 
     def pytest_configure_node(self, node):  # xdist controller: every worker gets the same base seed
         node.workerinput[SEED_KEY] = _base_seed(self.config)

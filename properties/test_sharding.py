@@ -26,7 +26,7 @@ PROPERTY = textwrap.dedent('''
 
 
 def _config(shards=None):
-    opts = {"--shards": shards, "hypothesis_seed": None}
+    opts = {"--shards": shards, "hypothesis_seed": None, "hypothesis_profile": None}
     return SimpleNamespace(getoption=lambda name, default=None: opts.get(name, default))
 
 
