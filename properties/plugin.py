@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from properties import gpu_pin as pinning, record
+from properties import gpu_pin as pinning, record, sharding
 from properties.conformance import (check_subject, deselect, describe_deselection, in_repository,
                                     subject_header)
 
@@ -52,6 +52,10 @@ def pytest_addoption(parser):
     group.addoption("--conformance", action="store_true",
                     help="conformance mode even for a gpt subject: collect only the properties that "
                          "exercise the subject (always on for other subjects)")
+    group.addoption("--shards", type=int, default=None, metavar="K",
+                    help="split every Hypothesis property into K items of max_examples / K examples with "
+                         "independent seeds, so xdist spreads one property over workers (default: 16 under "
+                         "the nightly profile, else 1; $GPT_PROPERTIES_SHARDS)")
     group.addoption("--gpt-properties-json", default=None, metavar="PATH",
                     help="write every test's outcome, invariant, examples and reproducer to PATH "
                          "(what `gpt-properties check` reports from)")
@@ -61,6 +65,7 @@ def pytest_configure(config):
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     pinning.configure()
+    config.pluginmanager.register(sharding.ShardPlugin(config), "gpt-properties-sharding")
     # The drawn models are tiny: intra-op threads only add synchronisation, and under xdist every worker
     # would spawn one per core (measured: the suite runs ~4x faster serially with one thread).
     # GPT_PROPERTIES_THREADS=N overrides.

@@ -2,10 +2,14 @@
 
     python -m properties.speed                      # current profile (dev; ci under CI=true)
     python -m properties.speed --hypothesis-profile ci --sharded --json speed.json
+    python -m properties.speed --scaling 1,2,4,8,16 --hypothesis-profile nightly   # the scaling table
 
 Runs the CPU suite in one process (so per-property times are not mixed across workers), counting the
 examples each property executes, and prints a table sorted by wall time. ``--sharded`` also times the
-whole suite as users run it, ``python -m pytest -n auto``. Extra arguments go to pytest.
+whole suite as users run it, ``python -m pytest -n auto``. ``--scaling 1,2,4`` instead runs the suite
+once per worker count (``-n W``, the same Hypothesis seed each time, properties sharded under ``nightly``
+by properties/sharding.py) and prints wall time, speedup over the first count, parallel efficiency and the
+largest single item's share of the summed item time. Extra arguments go to pytest.
 """
 from __future__ import annotations
 
@@ -52,7 +56,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="write the table as JSON here")
     parser.add_argument("--sharded", action="store_true", help="also time `python -m pytest -n auto`")
+    parser.add_argument("--scaling", metavar="W1,W2,...", help="time the suite at these xdist worker counts")
     args, pytest_args = parser.parse_known_args(argv)
+    if args.scaling:
+        result = scaling([int(w) for w in args.scaling.split(",")], pytest_args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        return 0 if all(r["returncode"] == 0 for r in result["rows"]) else 1
     counter = ExampleCounter()
     start = time.perf_counter()
     code = pytest.main(["-q", "-p", "no:cacheprovider", "-m", "not gpu and not slow", *pytest_args], plugins=[counter])
@@ -75,6 +86,40 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     return int(code)
+
+
+def scaling(workers: list[int], pytest_args: list[str]) -> dict:
+    """Run the CPU suite at each worker count; one row per count (wall, speedup, efficiency, largest item)."""
+    import os
+    import tempfile
+    import xml.etree.ElementTree as ET
+
+    if not any(a.startswith("--hypothesis-seed") for a in pytest_args):
+        pytest_args = [*pytest_args, "--hypothesis-seed", "1"]  # the same examples at every count
+    rows = []
+    print(f"{'workers':>7} {'wall s':>8} {'speedup':>8} {'efficiency':>10} {'items':>6} {'largest item s':>15} "
+          f"{'share':>6}  largest item", flush=True)
+    for w in workers:
+        with tempfile.TemporaryDirectory() as tmp:
+            xml = os.path.join(tmp, "junit.xml")
+            cmd = [sys.executable, "-m", "pytest", "-n", str(w) if w > 1 else "0", "-q", "-p", "no:cacheprovider",
+                   "-m", "not gpu and not slow", f"--junitxml={xml}", *pytest_args]
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wall = time.perf_counter() - start
+            cases = [(f"{c.get('classname')}::{c.get('name')}", float(c.get("time", 0)))
+                     for c in ET.parse(xml).getroot().iter("testcase")] if os.path.exists(xml) else [("", 0.0)]
+        name, largest = max(cases, key=lambda c: c[1])
+        total = sum(t for _, t in cases) or 1.0
+        row = dict(workers=w, wall_s=wall, items=len(cases), item_seconds=total, largest_item=name,
+                   largest_item_s=largest, returncode=proc.returncode)
+        rows.append(row)
+        speedup = rows[0]["wall_s"] / wall
+        print(f"{w:>7} {wall:>8.1f} {speedup:>7.2f}x {speedup * rows[0]['workers'] / w:>10.2f} {len(cases):>6} "
+              f"{largest:>15.1f} {largest / total:>6.1%}  {name}{'' if proc.returncode == 0 else '  (FAILED run)'}",
+              flush=True)
+    return {"command": " ".join(["python -m properties.speed --scaling", ",".join(map(str, workers)), *pytest_args]),
+            "rows": rows}
 
 
 if __name__ == "__main__":
