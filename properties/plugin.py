@@ -53,7 +53,7 @@ def pytest_addoption(parser):
                     help="conformance mode even for a gpt subject: collect only the properties that "
                          "exercise the subject (always on for other subjects)")
     group.addoption("--shards", type=int, default=None, metavar="K",
-                    help="split every Hypothesis property into K items of max_examples / K examples with "
+                    help="split every Hypothesis property into up to K items (at least 5 examples each) with "
                          "independent seeds, so xdist spreads one property over workers (default: 16 under "
                          "the nightly profile, else 1; $GPT_PROPERTIES_SHARDS)")
     group.addoption("--gpt-properties-json", default=None, metavar="PATH",

@@ -1,28 +1,57 @@
-"""Shard each Hypothesis property into K independent items, so that one property's examples spread over
+"""Shard each Hypothesis property into independent items, so that one property's examples spread over
 xdist workers.
 
 ``--shards K`` (default: 16 under the ``nightly`` profile, 1 otherwise, so ``ci`` node ids never change;
-``$GPT_PROPERTIES_SHARDS`` overrides) parametrizes every ``@given`` test with ``shard`` 0..K-1, node ids
-``test_x[...-shard3of16]``. Shard s runs ceil(max_examples / K) examples from its own seed,
-hash(base seed, the test's node id without the shard, s), so the K shards draw independent examples and
-together run the profile's budget. The base seed is ``--hypothesis-seed`` when given, else drawn once per
-session in the controller, handed to every xdist worker, and printed in the header: rerunning a failing
-shard's node id with ``--hypothesis-seed <base>`` and the same ``--shards`` draws the same examples. The
-example database is shared by all shards (one key per test), so a failure saved by any shard is replayed
-first by every shard of the next run; the printed ``@reproduce_failure`` blob works as without shards.
-Derandomised profiles (``ci``) ignore seeds, so sharding them would only repeat the same examples: K = 1.
+``$GPT_PROPERTIES_SHARDS`` overrides) parametrizes every ``@given`` test with ``shard``, node ids
+``test_x[...-shard3of16]``. A test of n examples gets k = min(K, n // MIN_EXAMPLES) shards (none when
+k = 1), shard s running n // k examples (one more for s < n % k), so the shards together run exactly the
+test's budget; shards run the test's explicit ``@example``s in shard 0 only. Each shard draws from its own
+seed, hash(base seed, the test's node id without the shard, s), so the shards draw independent examples.
+The base seed is ``--hypothesis-seed`` when given, the test's own ``@seed``, a constant for a test whose
+settings ``derandomize`` (a sharded ci run stays deterministic), else drawn once per session in the
+controller, handed to every xdist worker, and printed in the header. A failing shard's report names its
+node id and the command that redraws its examples (``--hypothesis-seed <base>`` and the same ``--shards``).
+The example database keeps Hypothesis' key (one per test; per node id, so per shard, for a
+``@pytest.mark.parametrize``d test), so a saved failure is replayed first by the shards of the next run
+that share the key; the printed ``@reproduce_failure`` blob works as without shards.
+
+Why a floor of MIN_EXAMPLES examples per shard: Hypothesis starts every run with the simplest example, the
+same in every shard; a 20-example property cut into 16 shards of 2 would run that one example 16 times
+(16 of its 32 runs; measured with the earlier ceil(n / K) split). With at least 5 per shard, at most a fifth
+of a shard's runs repeat another shard's.
 """
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import random
+import shlex
+from dataclasses import dataclass
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, Phase, settings
 
 SEED_KEY = "gpt_properties_shard_seed"
+MIN_EXAMPLES = 5
+DERANDOMIZED_BASE = "derandomize"  # the base seed of a test whose settings derandomize
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int  # this test's shards: min(K, its examples // MIN_EXAMPLES)
+    examples: int  # this shard's share of
+    total: int  # the test's max_examples
+
+    def __str__(self) -> str:  # the node id's part
+        return f"shard{self.index}of{self.count}"
+
+
+def split(total: int, shards: int) -> list[Shard]:
+    """The test's examples over min(shards, total // MIN_EXAMPLES) shards, as even as possible, summing
+    to total; a single Shard means: do not shard."""
+    k = max(1, min(shards, total // MIN_EXAMPLES))
+    return [Shard(s, k, total // k + (s < total % k), total) for s in range(k)]
 
 
 def shard_count(config) -> int:
@@ -32,9 +61,13 @@ def shard_count(config) -> int:
     if value is None:  # --hypothesis-profile is read directly: Hypothesis may load it after this plugin
         profile = config.getoption("hypothesis_profile", None) or settings.get_current_profile_name()
         return 16 if profile == "nightly" else 1
-    shards = int(value)
+    try:
+        shards = int(value)
+    except ValueError:
+        shards = 0
     if shards < 1:
-        raise pytest.UsageError(f"--shards must be >= 1, got {shards}")
+        raise pytest.UsageError(f"--shards / $GPT_PROPERTIES_SHARDS must be an integer >= 1 (1: no sharding), "
+                                f"got {value!r}")
     return shards
 
 
@@ -43,13 +76,28 @@ def _base_seed(config) -> int:
         return config.workerinput[SEED_KEY]
     forced = config.getoption("hypothesis_seed", None)
     if forced is not None:
-        return int(forced)
+        return forced
     if not hasattr(config, "_gpt_properties_seed"):
         config._gpt_properties_seed = random.SystemRandom().randrange(2**32)
     return config._gpt_properties_seed
 
 
-def shard_seed(base: int, nodeid: str, shard: int) -> int:
+def _item_base(item, test_settings, own_seed):
+    """The base seed of this item's shards (see the module docstring for the order)."""
+    if item.config.getoption("hypothesis_seed", None) is not None:
+        return _base_seed(item.config)
+    if own_seed is not None:
+        return own_seed
+    return DERANDOMIZED_BASE if test_settings.derandomize else _base_seed(item.config)
+
+
+def _shard(item):
+    callspec = getattr(item, "callspec", None)
+    shard = callspec.params.get("shard") if callspec is not None else None
+    return shard if isinstance(shard, Shard) else None
+
+
+def shard_seed(base, nodeid: str, shard: int) -> int:
     text = f"{base}:{nodeid}:{shard}".encode()
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "little")
 
@@ -70,29 +118,58 @@ class ShardPlugin:
 
     def pytest_report_header(self, config):
         if self.shards > 1:
-            return (f"gpt-properties: each Hypothesis property in {self.shards} shards, base seed "
-                    f"{_base_seed(config)} (rerun one with --hypothesis-seed {_base_seed(config)} "
-                    f"--shards {self.shards})")
+            return (f"gpt-properties: each Hypothesis property in up to {self.shards} shards of >= {MIN_EXAMPLES} "
+                    f"examples, base seed {_base_seed(config)} (rerun one with --hypothesis-seed "
+                    f"{_base_seed(config)} --shards {self.shards})")
 
     def pytest_generate_tests(self, metafunc):
-        if self.shards > 1 and hasattr(metafunc.function, "hypothesis"):
+        fn = metafunc.function
+        if self.shards == 1 or not getattr(fn, "is_hypothesis_test", False):
+            return
+        shards = split(fn._hypothesis_internal_use_settings.max_examples, self.shards)
+        if len(shards) > 1:
             metafunc.fixturenames.append("shard")  # a pseudo-argument: the test body never receives it
-            metafunc.parametrize("shard", range(self.shards), ids=lambda s: f"shard{s}of{self.shards}")
+            metafunc.parametrize("shard", shards, ids=str)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item):
-        callspec = getattr(item, "callspec", None)
-        if self.shards == 1 or callspec is None or "shard" not in callspec.params:
+        """Outside Hypothesis' own wrapper (registered later): the shard's settings and seed are in place
+        when it reads them."""
+        shard = _shard(item)
+        if shard is None:
             yield
             return
-        shard = callspec.params["shard"]
-        test = item.obj  # the @given wrapper: Hypothesis reads these two attributes on every call
+        test = getattr(item.obj, "__func__", item.obj)  # the @given wrapper; a method's function
         saved = test._hypothesis_internal_use_settings, test._hypothesis_internal_use_seed
-        base_id = item.nodeid.replace(f"shard{shard}of{self.shards}", "shard")
+        phases = saved[0].phases if shard.index == 0 else tuple(p for p in saved[0].phases if p != Phase.explicit)
+        base_id = item.nodeid.replace(str(shard), "shard")
+        # differing_executors: a test method runs on a fresh instance per item, as for any parametrized
+        # test, for which Hypothesis' own pytest plugin turns this check off too
         test._hypothesis_internal_use_settings = settings(
-            saved[0], max_examples=math.ceil(saved[0].max_examples / self.shards))
-        test._hypothesis_internal_use_seed = shard_seed(_base_seed(item.config), base_id, shard)
+            saved[0], max_examples=shard.examples, phases=phases,
+            suppress_health_check={HealthCheck.differing_executors, *saved[0].suppress_health_check})
+        test._hypothesis_internal_use_seed = shard_seed(_item_base(item, *saved), base_id, shard.index)
         try:
             yield
         finally:
             test._hypothesis_internal_use_settings, test._hypothesis_internal_use_seed = saved
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        """A failing shard's report says which shard it is and how to redraw its examples."""
+        report = (yield).get_result()
+        shard = _shard(item)
+        if shard is None or report.when != "call" or not report.failed:
+            return
+        test = getattr(item.obj, "__func__", item.obj)
+        base = _item_base(item, test._hypothesis_internal_use_settings, test._hypothesis_internal_use_seed)
+        spec = item.config.getoption("--subject", None)
+        profile = item.config.getoption("hypothesis_profile", None) or settings.get_current_profile_name()
+        seed = "" if base == DERANDOMIZED_BASE else f" --hypothesis-seed {shlex.quote(str(base))}"
+        report.sections.append(("gpt-properties shard", (
+            f"{shard}: {shard.examples} of the property's {shard.total} examples, seed hash(base {base}, "
+            f"this test, {shard.index})\nrerun this shard: python -m pytest {shlex.quote(item.nodeid)}"
+            + (f" --subject {shlex.quote(spec)}" if spec else "")
+            + f" --hypothesis-profile {profile} --shards {self.shards}{seed} -p no:cacheprovider\n"
+            "(a failure replayed from the example database reruns without --hypothesis-seed; the "
+            "@reproduce_failure line above reproduces either)")))
