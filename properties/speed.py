@@ -8,8 +8,10 @@ Runs the CPU suite in one process (so per-property times are not mixed across wo
 examples each property executes, and prints a table sorted by wall time. ``--sharded`` also times the
 whole suite as users run it, ``python -m pytest -n auto``. ``--scaling 1,2,4`` instead runs the suite
 once per worker count (``-n W``, the same Hypothesis seed each time, properties sharded under ``nightly``
-by properties/sharding.py) and prints wall time, speedup over the first count, parallel efficiency and the
-largest single item's share of the summed item time. Extra arguments go to pytest.
+by properties/sharding.py) and prints wall time, speedup over the first count, parallel efficiency, the
+summed item time (work), the wall time more workers cannot remove (fixed = wall - work / workers) and the
+largest single item's share of the work. Extra arguments go to pytest (test paths, ``--shards 1`` to
+compare with unsharded properties).
 """
 from __future__ import annotations
 
@@ -97,8 +99,10 @@ def scaling(workers: list[int], pytest_args: list[str]) -> dict:
     if not any(a.startswith("--hypothesis-seed") for a in pytest_args):
         pytest_args = [*pytest_args, "--hypothesis-seed", "1"]  # the same examples at every count
     rows = []
-    print(f"{'workers':>7} {'wall s':>8} {'speedup':>8} {'efficiency':>10} {'items':>6} {'largest item s':>15} "
-          f"{'share':>6}  largest item", flush=True)
+    # work: the summed item times; fixed: wall - work / workers, what more workers do not shrink (interpreter
+    # and torch start-up, collection, scheduling, the last items' tail)
+    print(f"{'workers':>7} {'wall s':>8} {'speedup':>8} {'efficiency':>10} {'items':>6} {'work s':>8} {'fixed s':>8} "
+          f"{'largest item s':>15} {'share':>6}  largest item", flush=True)
     for w in workers:
         with tempfile.TemporaryDirectory() as tmp:
             xml = os.path.join(tmp, "junit.xml")
@@ -107,17 +111,21 @@ def scaling(workers: list[int], pytest_args: list[str]) -> dict:
             start = time.perf_counter()
             proc = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wall = time.perf_counter() - start
-            cases = [(f"{c.get('classname')}::{c.get('name')}", float(c.get("time", 0)))
-                     for c in ET.parse(xml).getroot().iter("testcase")] if os.path.exists(xml) else [("", 0.0)]
+            testcases = list(ET.parse(xml).getroot().iter("testcase")) if os.path.exists(xml) else []
+        cases = [(f"{c.get('classname')}::{c.get('name')}", float(c.get("time", 0))) for c in testcases] or [("", 0.0)]
+        failed = [f"{c.get('classname')}::{c.get('name')}" for c in testcases
+                  if c.find("failure") is not None or c.find("error") is not None]
         name, largest = max(cases, key=lambda c: c[1])
         total = sum(t for _, t in cases) or 1.0
         row = dict(workers=w, wall_s=wall, items=len(cases), item_seconds=total, largest_item=name,
-                   largest_item_s=largest, returncode=proc.returncode)
+                   largest_item_s=largest, returncode=proc.returncode, failed=failed)
         rows.append(row)
         speedup = rows[0]["wall_s"] / wall
         print(f"{w:>7} {wall:>8.1f} {speedup:>7.2f}x {speedup * rows[0]['workers'] / w:>10.2f} {len(cases):>6} "
-              f"{largest:>15.1f} {largest / total:>6.1%}  {name}{'' if proc.returncode == 0 else '  (FAILED run)'}",
-              flush=True)
+              f"{total:>8.1f} {wall - total / w:>8.1f} {largest:>15.1f} {largest / total:>6.1%}  {name}"
+              f"{'' if proc.returncode == 0 else f'  (FAILED run, exit {proc.returncode})'}", flush=True)
+        for nodeid in failed:  # a failed run's times are not the suite's: say which items failed
+            print(f"{'':>7} failed: {nodeid}", flush=True)
     return {"command": " ".join(["python -m properties.speed --scaling", ",".join(map(str, workers)), *pytest_args]),
             "rows": rows}
 
