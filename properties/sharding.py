@@ -71,7 +71,7 @@ def shard_count(config) -> int:
     return shards
 
 
-def _base_seed(config) -> int:
+def _base_seed(config) -> int | str:  # --hypothesis-seed may be any string
     if hasattr(config, "workerinput") and SEED_KEY in config.workerinput:
         return config.workerinput[SEED_KEY]
     forced = config.getoption("hypothesis_seed", None)
