@@ -157,7 +157,9 @@ def test_hf_conversions_keep_outputs_dtype_and_aliasing(subject, data):
     _assert_same(from_hf(hf, padding_multiple=config.padding_multiple), model, idx, "from_hf(to_hf(m))")
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
-        _assert_same(load_hf_checkpoint(tmp, padding_multiple=config.padding_multiple), model, idx,
+        # config.json holds the model, not the kernel choice: ask for the same backend, so "bitwise" holds
+        loaded = load_hf_checkpoint(tmp, padding_multiple=config.padding_multiple, attn_backend=config.attn_backend)
+        _assert_same(loaded, model, idx,
                      "load_hf_checkpoint")
         path = Path(tmp) / "model.safetensors"
         with safe_open(str(path), framework="pt") as f:
@@ -171,7 +173,7 @@ def test_hf_conversions_keep_outputs_dtype_and_aliasing(subject, data):
                         "shape": lambda t: t.__setitem__(name, torch.zeros(t[name].numel() + 1, dtype=t[name].dtype)),
                         }[kind])
         with pytest.raises(ValueError) as err:
-            load_hf_checkpoint(tmp, padding_multiple=config.padding_multiple)
+            load_hf_checkpoint(tmp, padding_multiple=config.padding_multiple, attn_backend=config.attn_backend)
         assert tmp in str(err.value) and blame.split(".", 1)[-1] in str(err.value), (
             f"{kind} {name}: message {str(err.value)!r} names neither the directory nor the tensor")
     json.dumps(config.to_dict())
