@@ -402,18 +402,23 @@ def _check_shape(t: Tensor, shape: tuple, name: str) -> None:
 # ---------------------------------------------------------------------------------------------- models
 def to_hf(model: GPT, family: Optional[str] = None, attn_implementation: Optional[str] = None):
     """A transformers ``*ForCausalLM`` with ``model``'s weights (copied), dtype, device and train/eval mode."""
+    family = family or family_of(model.config)
+    hf_config = config_to_hf(model.config, family, attn_implementation)
+    sd = state_dict_to_hf(model.state_dict(), model.config, family)
+    return _hf_model(model, _HF_CLASSES[family], hf_config, sd)
+
+
+def _hf_model(model: GPT, class_name: str, hf_config, sd: dict):
+    """transformers' ``class_name`` built from ``hf_config`` and loaded with the converted ``sd`` (every tensor
+    used, lm_head only when untied), on ``model``'s device and dtype, in its train/eval mode."""
     import transformers
 
-    config = model.config
-    family = family or family_of(config)
-    hf_config = config_to_hf(config, family, attn_implementation)
     ref = model.lm_head.weight
     with torch.random.fork_rng(devices=[]):  # HF's random init must not move the caller's RNG
-        hf = getattr(transformers, _HF_CLASSES[family])(hf_config)
+        hf = getattr(transformers, class_name)(hf_config)
     hf = hf.to(device=ref.device, dtype=ref.dtype)
-    sd = state_dict_to_hf(model.state_dict(), config, family)
     missing, unexpected = hf.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not (config.tie_embeddings and k == "lm_head.weight")]
+    missing = [k for k in missing if not (model.config.tie_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
         raise ValueError(f"converted weights do not fit {type(hf).__name__}: missing {missing}, "
                          f"unexpected {unexpected}")

@@ -230,21 +230,9 @@ def moe_state_dict_from_hf(hf_sd: Mapping[str, Tensor], config: Config, family: 
 # ---------------------------------------------------------------------------------------------- models
 def moe_to_hf(model, family: str, attn_implementation: Optional[str] = None):
     """A transformers Mixtral / Qwen2-MoE model with ``model``'s weights (copied), dtype, device and mode."""
-    import transformers
-
-    config = model.config
-    hf_config = moe_config_to_hf(config, family, attn_implementation)
-    ref = model.lm_head.weight
-    with torch.random.fork_rng(devices=[]):  # HF's random init must not move the caller's RNG
-        hf = getattr(transformers, _HF_CLASSES[family])(hf_config)
-    hf = hf.to(device=ref.device, dtype=ref.dtype)
-    sd = moe_state_dict_to_hf(model.state_dict(), config, family)
-    missing, unexpected = hf.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not (config.tie_embeddings and k == "lm_head.weight")]
-    if missing or unexpected:
-        raise ValueError(f"converted weights do not fit {type(hf).__name__}: missing {missing}, "
-                         f"unexpected {unexpected}")
-    return hf.train(model.training)
+    hf_config = moe_config_to_hf(model.config, family, attn_implementation)
+    sd = moe_state_dict_to_hf(model.state_dict(), model.config, family)
+    return _dense._hf_model(model, _HF_CLASSES[family], hf_config, sd)
 
 
 def moe_from_hf(hf_model, **overrides: Any):

@@ -124,13 +124,17 @@ def _check_mask(mask, B: int, cols: int, device, cached: bool) -> Optional[Tenso
     return mask
 
 
+def _int_rows(name: str, t, B: int, T: int, device) -> Tensor:
+    """``t`` as int64 on ``device``, refused by name unless it is an integer tensor of shape (B, T)."""
+    if not isinstance(t, Tensor) or t.dtype not in _INT_DTYPES:
+        raise TypeError(f"{name} must be an integer torch.Tensor (B, T), got {getattr(t, 'dtype', type(t).__name__)}")
+    if t.shape != (B, T):
+        raise ValueError(f"{name} must have shape (B, T) = {(B, T)}, got {tuple(t.shape)}")
+    return t.to(device=device, dtype=torch.long)
+
+
 def _check_position_ids(pos, B: int, T: int, block_size: int, device) -> Tensor:
-    if not isinstance(pos, Tensor) or pos.dtype not in _INT_DTYPES:
-        raise TypeError(f"position_ids must be an integer torch.Tensor (B, T), got "
-                        f"{getattr(pos, 'dtype', type(pos).__name__)}")
-    if pos.shape != (B, T):
-        raise ValueError(f"position_ids must have shape (B, T) = {(B, T)}, got {tuple(pos.shape)}")
-    pos = pos.to(device=device, dtype=torch.long)
+    pos = _int_rows("position_ids", pos, B, T, device)
     if not torch.compiler.is_compiling():
         lo, hi = int(pos.min()), int(pos.max())
         if lo < 0 or hi >= block_size:
@@ -141,12 +145,7 @@ def _check_position_ids(pos, B: int, T: int, block_size: int, device) -> Tensor:
 def _check_segments(seg, B: int, T: int, device) -> Optional[Tensor]:
     if seg is None:
         return None
-    if not isinstance(seg, Tensor) or seg.dtype not in _INT_DTYPES:
-        raise TypeError(f"segment_ids must be an integer torch.Tensor (B, T), got "
-                        f"{getattr(seg, 'dtype', type(seg).__name__)}")
-    if seg.shape != (B, T):
-        raise ValueError(f"segment_ids must have shape (B, T) = {(B, T)}, got {tuple(seg.shape)}")
-    seg = seg.to(device=device, dtype=torch.long)
+    seg = _int_rows("segment_ids", seg, B, T, device)
     if not torch.compiler.is_compiling():
         for b in range(B):
             runs = torch.unique_consecutive(seg[b])

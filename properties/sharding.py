@@ -58,9 +58,8 @@ def shard_count(config) -> int:
     value = config.getoption("--shards")
     if value is None:
         value = os.environ.get("GPT_PROPERTIES_SHARDS")
-    if value is None:  # --hypothesis-profile is read directly: Hypothesis may load it after this plugin
-        profile = config.getoption("hypothesis_profile", None) or settings.get_current_profile_name()
-        return 16 if profile == "nightly" else 1
+    if value is None:
+        return 16 if _profile(config) == "nightly" else 1
     try:
         shards = int(value)
     except ValueError:
@@ -69,6 +68,10 @@ def shard_count(config) -> int:
         raise pytest.UsageError(f"--shards / $GPT_PROPERTIES_SHARDS must be an integer >= 1 (1: no sharding), "
                                 f"got {value!r}")
     return shards
+
+
+def _profile(config) -> str:  # read from the option: Hypothesis may load the profile after this plugin
+    return config.getoption("hypothesis_profile", None) or settings.get_current_profile_name()
 
 
 def _base_seed(config) -> int | str:  # --hypothesis-seed may be any string
@@ -164,7 +167,7 @@ class ShardPlugin:
         test = getattr(item.obj, "__func__", item.obj)
         base = _item_base(item, test._hypothesis_internal_use_settings, test._hypothesis_internal_use_seed)
         spec = item.config.getoption("--subject", None)
-        profile = item.config.getoption("hypothesis_profile", None) or settings.get_current_profile_name()
+        profile = _profile(item.config)
         seed = "" if base == DERANDOMIZED_BASE else f" --hypothesis-seed {shlex.quote(str(base))}"
         report.sections.append(("gpt-properties shard", (
             f"{shard}: {shard.examples} of the property's {shard.total} examples, seed hash(base {base}, "

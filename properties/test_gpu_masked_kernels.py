@@ -31,7 +31,7 @@ KERNELS = ("sdpa-efficient", "sdpa-cudnn", "flex")
 def _logits(model, kernel, idx, **inputs):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    if kernel == "flex" or kernel == "math":
+    if kernel in ("flex", "math"):
         return model(idx, **inputs)
     backend = {"sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION, "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION}[kernel]
     with sdpa_kernel(backend):
