@@ -140,8 +140,9 @@ def test_broken_checkpoints_are_refused_by_name(subject, data, kind):
 @given(data=st.data())
 def test_hf_conversions_keep_outputs_dtype_and_aliasing(subject, data):
     """from_hf(to_hf(m)) and load_hf_checkpoint(save_pretrained(to_hf(m))) == m bitwise, same dtype, tied <=>
-    one tensor (on the HF side too); a saved HF checkpoint with one tensor missing, extra or misshapen is
-    refused naming the directory and the HF tensor."""
+    one tensor (on the HF side too); a saved HF checkpoint with the drawn tensor missing, with an extra
+    tensor, or with the drawn tensor misshapen (each of the three) is refused naming the directory and the
+    HF tensor."""
     gpt_only(subject)
     pytest.importorskip("transformers")
     from gpt.convert_hf import from_hf, load_hf_checkpoint, to_hf
@@ -159,21 +160,22 @@ def test_hf_conversions_keep_outputs_dtype_and_aliasing(subject, data):
         hf.save_pretrained(tmp)
         # config.json holds the model, not the kernel choice: ask for the same backend, so "bitwise" holds
         loaded = load_hf_checkpoint(tmp, padding_multiple=config.padding_multiple, attn_backend=config.attn_backend)
-        _assert_same(loaded, model, idx,
-                     "load_hf_checkpoint")
-        path = Path(tmp) / "model.safetensors"
-        with safe_open(str(path), framework="pt") as f:
+        _assert_same(loaded, model, idx, "load_hf_checkpoint")
+        with safe_open(str(Path(tmp) / "model.safetensors"), framework="pt") as f:
             name = data.draw(st.sampled_from(sorted(f.keys())), label="HF tensor")
-        kind = data.draw(st.sampled_from(["missing", "extra", "shape"]), label="corruption")
+    for kind in ("missing", "extra", "shape"):  # every corruption of the drawn tensor, each on a fresh save
         if kind == "missing" and name == "lm_head.weight" and config.tie_embeddings:
-            kind = "shape"  # a tied checkpoint may omit the head: that is not a corruption
+            continue  # a tied checkpoint may omit the head: that is not a corruption
         blame = "model.layers.99.extra.weight" if kind == "extra" else name
-        _rewrite(path, {"missing": lambda t: t.pop(name),
-                        "extra": lambda t: t.__setitem__(blame, torch.zeros(2, dtype=t[name].dtype)),
-                        "shape": lambda t: t.__setitem__(name, torch.zeros(t[name].numel() + 1, dtype=t[name].dtype)),
-                        }[kind])
-        with pytest.raises(ValueError) as err:
-            load_hf_checkpoint(tmp, padding_multiple=config.padding_multiple, attn_backend=config.attn_backend)
-        assert tmp in str(err.value) and blame.split(".", 1)[-1] in str(err.value), (
-            f"{kind} {name}: message {str(err.value)!r} names neither the directory nor the tensor")
+        with tempfile.TemporaryDirectory() as tmp:
+            hf.save_pretrained(tmp)
+            _rewrite(Path(tmp) / "model.safetensors", {
+                "missing": lambda t: t.pop(name),
+                "extra": lambda t: t.__setitem__(blame, torch.zeros(2, dtype=t[name].dtype)),
+                "shape": lambda t: t.__setitem__(name, torch.zeros(t[name].numel() + 1, dtype=t[name].dtype)),
+            }[kind])
+            with pytest.raises(ValueError) as err:
+                load_hf_checkpoint(tmp, padding_multiple=config.padding_multiple, attn_backend=config.attn_backend)
+            assert tmp in str(err.value) and blame.split(".", 1)[-1] in str(err.value), (
+                f"{kind} {name}: message {str(err.value)!r} names neither the directory nor the tensor")
     json.dumps(config.to_dict())
