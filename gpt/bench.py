@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from .config import Config, PRESETS
 
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CPU_MEMORY_KIND = "cpu: rise of peak RSS (ru_maxrss) over model build + steps, fresh process per model"
 CUDA_MEMORY_KIND = "cuda: torch.cuda.max_memory_allocated over model build + steps"
@@ -218,8 +219,8 @@ def measure(spec: dict) -> dict:
                 from .fused_loss import head_cross_entropy, linear_cross_entropy
 
                 h = module(x, return_hidden=True)
-                if spec["loss"] == "liger":
-                    return linear_cross_entropy(h, module.lm_head.weight[: config.vocab_size], y)
+                if spec["loss"] in ("liger", "cce"):
+                    return linear_cross_entropy(h, module.lm_head.weight[: config.vocab_size], y, impl=spec["loss"])
                 return head_cross_entropy(h, module.lm_head.weight, config.vocab_size, y)
             if own_loss:  # the baseline's own loss path, e.g. nanoGPT's forward(idx, targets) -> (logits, loss)
                 out = module(x, targets=y)
@@ -230,14 +231,20 @@ def measure(spec: dict) -> dict:
 
     # with --compile the whole forward + loss is compiled, so the float32 upcast and the cross-entropy
     # fuse instead of materialising (B*T, vocab) float32 logits
-    loss_fn = torch.compile(loss_of) if spec["compile"] else loss_of
-    if spec["impl"] == "gpt" and spec["loss"] == "liger":
+    mode = spec["compile_mode"] if spec["impl"] == "gpt" else spec["baseline_compile_mode"]
+    loss_fn = torch.compile(loss_of, mode=None if mode == "default" else mode) if spec["compile"] else loss_of
+    if spec["impl"] == "gpt" and spec["loss"] in ("liger", "cce"):
         from .fused_loss import fused_available
 
-        if device.type == "cuda" and not fused_available():
-            raise SystemExit("--fused-loss needs liger-kernel on CUDA (pip install liger-kernel)")
+        if device.type == "cuda" and not fused_available(spec["loss"]):
+            raise SystemExit(f"--loss {spec['loss']} needs CUDA and "
+                             f"{'liger-kernel' if spec['loss'] == 'liger' else 'cut-cross-entropy'}")
+
+    graphs = spec["compile"] and mode in ("reduce-overhead", "max-autotune")  # modes that use CUDA graphs
 
     def step() -> torch.Tensor:
+        if graphs:  # the previous step's graph outputs may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
         loss = loss_fn(x, y)
         opt.zero_grad(set_to_none=True)
         if scaler is None:
@@ -268,6 +275,9 @@ def measure(spec: dict) -> dict:
             loss = step()
             times_ms.append((time.perf_counter() - t0) * 1e3)
     total_s = sum(times_ms) / 1e3
+    if spec.get("profile") and device.type == "cuda":
+        profile_steps(step, device, os.path.join(spec["profile"], f"{spec['impl'].replace(':', '_')}.txt"),
+                      statistics.median(times_ms))
     return {
         "impl": spec["impl"], "params": n_params,
         "step_ms_median": statistics.median(times_ms), "step_ms_mean": statistics.fmean(times_ms),
@@ -275,6 +285,27 @@ def measure(spec: dict) -> dict:
         "tokens_per_s": B * T * len(times_ms) / total_s,
         "peak_memory_mib": mem.peak_mib(), "last_loss": float(loss),
     }
+
+
+def profile_steps(step: Callable, device: torch.device, path: str, step_ms: float, steps: int = 3) -> None:
+    """Kernel-time table of ``steps`` steps (torch.profiler) and the kernel time per step as a share of the
+    timed (unprofiled) median step ``step_ms``: how busy the GPU is, since the profiler slows the CPU side."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize(device)
+    events = prof.key_averages()
+    # kernel rows only: an aten op's row repeats the time of the kernels it launched
+    kernel_ms = sum(e.self_device_time_total for e in events
+                    if e.device_type == torch.autograd.DeviceType.CUDA) / 1e3 / steps
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f"kernels {kernel_ms:.1f} ms per step; timed median step {step_ms:.1f} ms; "
+                f"GPU busy {100 * kernel_ms / step_ms:.1f}%\n\n")
+        f.write(events.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=90))
 
 
 def measure_isolated(spec: dict) -> dict:
@@ -330,10 +361,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="our attention backend (the baseline always uses its SDPA attention)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     p.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True) for both models")
-    p.add_argument("--loss", choices=("head", "logits", "liger"), default="head",
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
+                   help="torch.compile mode for our model (with --compile)")
+    p.add_argument("--baseline-compile-mode", choices=COMPILE_MODES, default="default",
+                   help="torch.compile mode for the baselines (default: torch.compile(model), as nanoGPT's "
+                        "train.py compiles)")
+    p.add_argument("--profile", metavar="DIR", default=None,
+                   help="CUDA: after warm-up, write a per-kernel time table of 3 steps per model to DIR")
+    p.add_argument("--loss", choices=("head", "logits", "liger", "cce"), default="head",
                    help="ours: head = padded-vocabulary head + masked float32 cross-entropy (gpt.fused_loss); "
                         "logits = the model's (B, T, vocab_size) logits, then cross-entropy; liger = Liger-Kernel's "
-                        "fused linear cross-entropy (CUDA; never holds the logits, runs eagerly)")
+                        "fused linear cross-entropy, cce = Apple's cut-cross-entropy (both CUDA; never hold the logits)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 10 on CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 5 on CUDA, 3 on CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -365,7 +403,9 @@ def settings_from(args: argparse.Namespace) -> dict:
              seq_len=args.seq_len or (min(block_size, 1024) if cuda else min(block_size, 64)),
              dtype=args.dtype or ("bfloat16" if cuda else "float32"), backend=args.backend,
              compile=args.compile, fused_adamw=args.fused_adamw, seed=args.seed, threads=args.threads,
-             hf_labels=args.hf_labels, loss=args.loss, baselines=args.baseline or ["hf_gpt2"],
+             hf_labels=args.hf_labels, loss=args.loss, compile_mode=args.compile_mode,
+             baseline_compile_mode=args.baseline_compile_mode, profile=args.profile,
+             baselines=args.baseline or ["hf_gpt2"],
              steps=args.steps if args.steps is not None else (20 if cuda else 10),
              warmup=args.warmup if args.warmup is not None else (5 if cuda else 3))
     if not 1 <= s["seq_len"] <= block_size:
@@ -425,10 +465,16 @@ def display_name(impl: str) -> str:
     return names.get(impl, impl.partition(":")[0].rpartition(".")[2])  # a factory: its module's name
 
 
+def compile_text(s: dict) -> str:
+    if not s["compile"]:
+        return "off"
+    return f"mode {s.get('compile_mode', 'default')} (ours), {s.get('baseline_compile_mode', 'default')} (baselines)"
+
+
 def format_table(report: dict) -> str:
     s = report["settings"]
     lines = [f"gpt.bench: {s['preset']}, batch {s['batch']} x seq {s['seq_len']}, {s['dtype']}, "
-             f"backend {s['backend']}, compile {'on' if s['compile'] else 'off'}, "
+             f"backend {s['backend']}, compile {compile_text(s)}, "
              f"AdamW {'fused' if s['fused_adamw'] else 'foreach'}, "
              f"our loss {s['loss']}, {s['device']} "
              f"({report['versions']['torch_threads']} threads), {s['steps']} steps after {s['warmup']} warm-up",

@@ -7,10 +7,14 @@ the normaliser), but under ``torch.compile`` the mask, the upcast and the log-so
 aligned matmul's consumer, instead of first slicing the logits to 50257 columns, an unaligned copy.
 Measured on one H100 (gpt2, batch 16 x 1024, bf16, compiled): see the README's benchmark table.
 
-``linear_cross_entropy(fused=True)``: Liger-Kernel's ``LigerFusedLinearCrossEntropyLoss``, which never
-holds the logits (chunked Triton kernels computing the gradients in the forward). Its launcher does not
-trace under ``torch.compile`` (FakeTensor addmm, ``.item()``), so it runs eagerly between compiled graphs;
-measured in the same setting it made the step 2.2x slower, so it is offered for memory, not speed.
+``linear_cross_entropy(impl=...)``: a fused linear cross-entropy that never holds the logits: ``liger``
+(Liger-Kernel's ``LigerFusedLinearCrossEntropyLoss``, chunked Triton kernels computing the gradients in the
+forward) or ``cce`` (Apple's cut-cross-entropy, logits kept in on-chip memory, exact gradients with
+``filter_eps=None``). Neither launcher traces under ``torch.compile`` (Liger: FakeTensor addmm, ``.item()``;
+CCE: a data-dependent ``numel`` test), so both run eagerly between compiled graphs. Measured on one H100
+(gpt2, batch 16 x 1024, bf16, compiled, ``python -m gpt.bench --loss ...``): head 35.8 ms per step and
+9,050 MiB, cce 52.4 ms and 7,528 MiB, liger 72.6 ms and 7,651 MiB. So the padded head is the default, and
+the fused kernels are offered for memory (cce first: less memory and faster than liger).
 """
 from __future__ import annotations
 
@@ -19,22 +23,36 @@ from torch import Tensor
 from torch.nn import functional as F
 
 
-_liger: dict = {}  # ignore_index -> loss module; a plain dict that Dynamo reads without tracing an import
+FUSED = ("liger", "cce")  # fused linear cross-entropy kernels, by the name of their package
+_loaded: dict = {}  # (impl, ignore_index) -> loss callable or None; a plain dict Dynamo reads without an import
 
 
-def _liger_loss(ignore_index: int):
-    if ignore_index not in _liger:
+def _fused_loss(impl: str, ignore_index: int):
+    key = (impl, ignore_index)
+    if key not in _loaded:
+        _loaded[key] = None
         try:
-            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+            if impl == "liger":
+                from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+                liger = LigerFusedLinearCrossEntropyLoss(ignore_index=ignore_index, reduction="mean")
+                _loaded[key] = lambda h, w, t: liger(w, h, t)
+            else:
+                from cut_cross_entropy import linear_cross_entropy as cce
+
+                # filter_eps=None: exact gradients (the default "high" drops small softmax entries)
+                _loaded[key] = lambda h, w, t: cce(h, w, t, ignore_index=ignore_index, reduction="mean",
+                                                   filter_eps=None)
         except ImportError:
-            _liger[ignore_index] = None
-        else:
-            _liger[ignore_index] = LigerFusedLinearCrossEntropyLoss(ignore_index=ignore_index, reduction="mean")
-    return _liger[ignore_index]
+            pass
+    return _loaded[key]
 
 
-def fused_available() -> bool:
-    return torch.cuda.is_available() and _liger_loss(-100) is not None
+def fused_available(impl: str = "liger") -> bool:
+    """Whether ``impl`` (liger: Liger-Kernel, cce: Apple's cut-cross-entropy) is installed and CUDA present."""
+    if impl not in FUSED:
+        raise ValueError(f"impl must be one of {FUSED}, got {impl!r}")
+    return torch.cuda.is_available() and _fused_loss(impl, -100) is not None
 
 
 def head_cross_entropy(hidden: Tensor, padded_weight: Tensor, vocab_size: int, targets: Tensor,
@@ -49,15 +67,26 @@ def head_cross_entropy(hidden: Tensor, padded_weight: Tensor, vocab_size: int, t
 
 
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int = -100,
-                         fused: bool = True) -> Tensor:
+                         impl: str = "liger") -> Tensor:
     """mean over non-ignored t of -log softmax(hidden @ weight.T)[t]: hidden (B, T, C), weight (V, C), targets (B, T).
 
     ``weight`` holds exactly the vocabulary's rows (slice away padded rows first: they are not tokens).
+    ``impl``: ``liger`` or ``cce`` (fused kernels, CUDA only) or ``torch`` (logits, then the float32 loss,
+    which is also what a fused ``impl`` falls back to on a CPU tensor).
     """
+    if impl not in FUSED + ("torch",):
+        raise ValueError(f"impl must be one of {FUSED + ('torch',)}, got {impl!r}")
     h, t = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)
-    loss_fn = _liger_loss(ignore_index) if fused and hidden.is_cuda else None
-    if loss_fn is not None:
-        return _eager(loss_fn, weight, h, t)
+    if impl != "torch" and hidden.is_cuda:
+        loss_fn = _fused_loss(impl, ignore_index)
+        if loss_fn is None:
+            raise ImportError(f"linear_cross_entropy(impl={impl!r}) needs "
+                              f"{'liger-kernel' if impl == 'liger' else 'cut-cross-entropy'} (the gpu extra)")
+        if torch.is_autocast_enabled(h.device.type):
+            # the kernels take their operands as given: under autocast, hand them what F.linear would use
+            dt = torch.get_autocast_dtype(h.device.type)
+            h, weight = h.to(dt), weight.to(dt)
+        return _eager(loss_fn, h, weight, t)
     return F.cross_entropy(_at_least_float32(F.linear(h, weight)), t, ignore_index=ignore_index)
 
 
@@ -67,5 +96,5 @@ def _at_least_float32(logits: Tensor) -> Tensor:
 
 
 @torch.compiler.disable  # Liger's Triton launcher does not trace (FakeTensor addmm, .item()); run it eagerly
-def _eager(loss_fn, weight: Tensor, h: Tensor, t: Tensor) -> Tensor:
-    return loss_fn(weight, h, t)
+def _eager(loss_fn, h: Tensor, weight: Tensor, t: Tensor) -> Tensor:
+    return loss_fn(h, weight, t)

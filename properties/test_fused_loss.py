@@ -9,14 +9,15 @@ to ignore_index), and the set K of non-ignored positions:
 with the same gradients w.r.t. h and W (padding rows of W get exactly zero gradient): in float64 on the
 CPU to the summation-order bound (a length-V log-sum-exp and a length-C dot product), and on CUDA in
 bf16 within 2x the error of the unfused same-dtype loss against float64, plus the floor (the flash-attention
-rule), for the eager and compiled padded head and for Liger-Kernel's fused linear cross-entropy.
+rule), for the eager and compiled padded head and for the fused linear cross-entropies of Liger-Kernel
+and Apple's cut-cross-entropy (each where installed).
 """
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 from torch.nn import functional as F
 
-from gpt.fused_loss import fused_available, head_cross_entropy, linear_cross_entropy
+from gpt.fused_loss import FUSED, fused_available, head_cross_entropy, linear_cross_entropy
 from properties.harness import assert_low_precision
 
 pytestmark = pytest.mark.gpt_internal
@@ -63,7 +64,7 @@ def test_head_cross_entropy_equals_cross_entropy_of_logits_float64(case):
     ref = _loss_and_grads(_reference, h, w, v, t)
     tol = _bound(h, w, v)
     for name, fn, args in (("head_cross_entropy", head_cross_entropy, (v, t, IGNORE)),
-                           ("linear_cross_entropy", lambda h, w, t: linear_cross_entropy(h, w[:v], t, fused=False),
+                           ("linear_cross_entropy", lambda h, w, t: linear_cross_entropy(h, w[:v], t, impl="torch"),
                             (t,))):
         got = _loss_and_grads(fn, h, w, *args)
         for what, a, b in zip(("loss", "dh", "dW"), got, ref):
@@ -76,7 +77,7 @@ def test_head_cross_entropy_equals_cross_entropy_of_logits_float64(case):
 @settings(max_examples=10, deadline=None)
 @given(case=loss_cases(max_n=300, max_c=96, max_v=600), compiled=st.booleans())
 def test_fused_losses_on_cuda_within_twice_unfused_error(case, compiled):
-    """bf16 on CUDA: loss, dh, dW of the padded head (eager or compiled) and of Liger's fused loss within 2x
+    """bf16 on CUDA: loss, dh, dW of the padded head (eager or compiled) and of Liger's and CCE's fused losses within 2x
     the unfused bf16 loss's error vs float64, + the floor."""
     from properties.gpu import device
 
@@ -88,8 +89,9 @@ def test_fused_losses_on_cuda_within_twice_unfused_error(case, compiled):
                                  *low, v, t)
     head = torch.compile(head_cross_entropy) if compiled else head_cross_entropy
     candidates = {f"head_cross_entropy{' compiled' if compiled else ''}": (head, (v, t, IGNORE))}
-    if fused_available():
-        candidates["liger fused"] = (lambda h, w, t: linear_cross_entropy(h, w[:v], t), (t,))
+    for impl in FUSED:
+        if fused_available(impl):
+            candidates[f"{impl} fused"] = (lambda h, w, t, impl=impl: linear_cross_entropy(h, w[:v], t, impl=impl), (t,))
     scale = max(x.abs().max().item() for x in exact)
     for name, (fn, args) in candidates.items():
         got = _loss_and_grads(fn, *low, *args)
