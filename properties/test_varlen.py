@@ -106,36 +106,47 @@ def _flat_dense(spec: MaskSpec, B: int, T: int) -> torch.Tensor:
 @given(data=st.data())
 def test_expressibility_check_is_exact(data):
     """pack(pos, seg, valid, [W]).refusal(W) is None <=> blockdiag causal_W(cu_seqlens) == M.dense(); and
-    cu_seqlens[0] == 0, cu_seqlens[-1] == B T, max_seqlen == max_r (cu[r + 1] - cu[r])."""
-    rows = data.draw(packed_rows(Config(n_layer=1, n_head=1, n_embd=2, block_size=BLOCK, vocab_size=2),
-                                 max_segments=5), label="packed rows")
-    seg = rows.segment_ids.clone()
-    B, T = seg.shape
-    repeat = [b for b, spans in enumerate(rows.spans) if len(spans) >= 3]
-    repeated = bool(repeat) and data.draw(st.booleans(), label="repeat an id in a later run")
-    if repeated:  # run r takes the id of run r' <= r - 2: one id in two separate runs of the row
-        b = data.draw(st.sampled_from(repeat), label="row")
-        r = data.draw(st.integers(2, len(rows.spans[b]) - 1), label="run")
-        r0 = data.draw(st.integers(0, r - 2), label="earlier run")
-        (s, n), (s0, _) = rows.spans[b][r], rows.spans[b][r0]
-        seg[b, s : s + n] = seg[b, s0]
-    # repeated ids: every run starts at position 0, so two runs of one id always see each other (exact domain)
-    pos = data.draw(segment_positions(rows.spans, min_step=0, max_step=2, starts=not repeated), label="positions")
-    valid = None
-    if data.draw(st.booleans(), label="padding"):
-        valid = torch.tensor(data.draw(st.lists(st.lists(st.booleans(), min_size=T, max_size=T), min_size=B,
-                                                max_size=B), label="kvalid"))
+    cu_seqlens[0] == 0, cu_seqlens[-1] == B T, max_seqlen == max_r (cu[r + 1] - cu[r]). Every example checks
+    the packed rows as drawn and with one departure each, so every refusal is met on its own: gapped
+    positions (exact or not, by the window), a repeated position, padding, an id in two runs."""
+    rows = data.draw(packed_rows(Config(n_layer=1, n_head=1, n_embd=2, block_size=BLOCK, vocab_size=2)),
+                     label="packed rows")
+    B, T = rows.segment_ids.shape
     window = data.draw(st.one_of(st.none(), st.integers(1, T + 1)), label="window W")
-    packing = pack(pos, seg, valid, [window])
-    cu = packing.cu_seqlens
-    assert cu.dtype == torch.int32 and int(cu[0]) == 0 and int(cu[-1]) == B * T, f"cu_seqlens {cu.tolist()}"
-    assert packing.max_seqlen == int(cu.diff().max()), f"max_seqlen {packing.max_seqlen} for {cu.tolist()}"
-    spec = MaskSpec(pos, pos, window, valid, seg, seg)
-    exact = torch.equal(_rebuilt(cu, window), _flat_dense(spec, B, T))
-    reason = packing.refusal(window)
-    event("exact" if exact else f"not exact: {'repeated id' if repeated else 'padding' if valid is not None else 'positions'}")
-    assert (reason is None) == exact, (f"check says {'exact' if reason is None else reason!r} but varlen's mask "
-                                       f"{'equals' if exact else 'differs from'} the rule's (W={window})")
+    steps = {"gapped": (1, 2), "repeated position": (0, 1)}  # position steps inside a run; else 1
+    for case in ("consecutive", "gapped", "repeated position", "padding", "repeated id"):
+        seg = rows.segment_ids.clone()
+        if case == "repeated id" and T >= 3:  # ids x, y, x at t - 1, t, t + 1: one id in two separate runs
+            b = data.draw(st.integers(0, B - 1), label="row")
+            t = data.draw(st.integers(1, T - 2), label="token t")
+            seg[b, t], seg[b, t + 1] = 1001, seg[b, t - 1]  # packed_rows' ids are <= 1000
+        starts = gpt.varlen.run_starts(seg)
+        spans = [[(int(a), n) for a, n in zip(row.nonzero().flatten(), _lengths(row))] for row in starts]
+        # repeated ids: every run starts at position 0, so two runs of one id always see each other (exact domain)
+        lo, hi = steps.get(case, (1, 1))
+        pos = data.draw(segment_positions(spans, min_step=lo, max_step=hi, starts=case != "repeated id",
+                                          every_run=case in steps), label=f"{case}: positions")
+        valid = None
+        if case == "padding":
+            valid = torch.tensor(data.draw(st.lists(st.lists(st.booleans(), min_size=T, max_size=T), min_size=B,
+                                                    max_size=B), label="kvalid"))
+        packing = pack(pos, seg, valid, [window])
+        cu = packing.cu_seqlens
+        assert cu.dtype == torch.int32 and int(cu[0]) == 0 and int(cu[-1]) == B * T, f"cu_seqlens {cu.tolist()}"
+        assert packing.max_seqlen == int(cu.diff().max()), f"max_seqlen {packing.max_seqlen} for {cu.tolist()}"
+        spec = MaskSpec(pos, pos, window, valid, seg, seg)
+        exact = torch.equal(_rebuilt(cu, window), _flat_dense(spec, B, T))
+        reason = packing.refusal(window)
+        event(f"{case}: {'exact' if exact else 'not exact'}")
+        assert (reason is None) == exact, (f"{case}: check says {'exact' if reason is None else reason!r} but "
+                                           f"varlen's mask {'equals' if exact else 'differs from'} the rule's "
+                                           f"(W={window})")
+
+
+def _lengths(starts_row: torch.Tensor) -> list:
+    """Run lengths of one row from its run-start flags."""
+    first = starts_row.nonzero().flatten().tolist() + [starts_row.numel()]
+    return [b - a for a, b in zip(first, first[1:])]
 
 
 @settings(max_examples=10)

@@ -103,17 +103,18 @@ def ragged_starts(draw, config: Config, B: int, T: int) -> torch.Tensor:
 
 @st.composite
 def segment_positions(draw, spans, block_size: int | None = None, min_step: int = 1, max_step: int = 3,
-                      starts: bool = True) -> torch.Tensor:
+                      starts: bool = True, every_run: bool = False) -> torch.Tensor:
     """position_ids (B, T) for packed rows (``PackedRows.spans``): each run starts at its own drawn position
     (0 with ``starts=False``) and steps by 1 (consecutive, as masks.layout counts), or, in runs drawn "gapped",
-    by steps in [min_step, max_step] (0 repeats a position). With ``block_size`` every position is below it."""
+    by steps in [min_step, max_step] (0 repeats a position; ``every_run``: every run is gapped). With
+    ``block_size`` every position is below it."""
     rows = []
     for b, row_spans in enumerate(spans):
         row = []
         for r, (_, n) in enumerate(row_spans):
             steps = [1] * (n - 1)
             fits = block_size is None or (n - 1) * max_step < block_size
-            if fits and draw(st.booleans(), label=f"row {b} run {r} gapped"):
+            if fits and (every_run or draw(st.booleans(), label=f"row {b} run {r} gapped")):
                 steps = draw(st.lists(st.integers(min_step, max_step), min_size=n - 1, max_size=n - 1),
                              label=f"row {b} run {r} steps")
             top = 3 if block_size is None else block_size - 1 - sum(steps)
