@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from properties import gpu_pin as pinning, record, sharding
+from properties import gpu_pin as pinning, ordering, record, sharding
 from properties.conformance import (check_subject, deselect, describe_deselection, in_repository,
                                     subject_header)
 
@@ -136,24 +136,6 @@ def gpu_pin():
     return pinning.PIN
 
 
-# cheap and broad first, so that `-x` stops a broken model within seconds (the shape property names a
-# non-finite logit first); files not listed keep their order after these. The same order as the mutation
-# runner's (properties/mutation/runner.py FIRST/LAST), so its kill matrix is unchanged.
-FIRST = ("test_shape_dtype", "test_gradient_flow", "test_param_count", "test_bad_input", "test_vocab_padding",
-         "test_initial_loss", "test_rope_relativity", "test_prefix_consistency", "test_inputs_embeds",
-         "test_kv_cache", "test_gpt_init", "test_gpt_rope_precision", "test_gpt_attention_dropout",
-         "test_gpt_composition", "test_gpt_blocks", "test_causality", "test_low_precision",
-         "test_batch_independence", "test_determinism", "test_checkpoint", "test_gpt_core")
-LAST = ("test_ddp", "test_backend_equivalence", "test_gradcheck")
-
-
-def _rank(item) -> int:
-    module = getattr(item, "module", None)
-    name = module.__name__.rsplit(".", 1)[-1] if module else ""
-    if name in FIRST:
-        return FIRST.index(name)
-    return len(FIRST) + 1 + LAST.index(name) if name in LAST else len(FIRST)
-
 
 def pytest_collection_modifyitems(session, config, items):
     import torch
@@ -169,7 +151,7 @@ def pytest_collection_modifyitems(session, config, items):
         config.hook.pytest_deselected(items=[item for item, _ in dropped])
         items[:] = kept
     _skip_missing_capabilities(items, _subject(config))
-    items.sort(key=_rank)  # stable: the order within a module is kept
+    ordering.order(items, longest_first=ordering.longest_first(config))
     summary = describe_deselection(dropped, _subject(config).name, conformance)
     config.stash[record.DESELECTED_KEY] = summary
     if hasattr(config, "workeroutput"):  # xdist: the controller prints it (pytest_testnodedown)

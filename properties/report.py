@@ -30,14 +30,11 @@ def reproducer(entry, data) -> str:
             f"--hypothesis-profile {data['profile']} -p no:cacheprovider")
 
 
-def _order(entry) -> tuple:
+def _order(entry) -> float:
     """The plugin's cheapest-first order (xdist reports in completion order)."""
-    from properties.plugin import FIRST, LAST
+    from properties.ordering import base_id, costs
 
-    module = entry.get("property", entry["nodeid"]).partition("::")[0].rsplit(".", 1)[-1]
-    if module in FIRST:
-        return (FIRST.index(module),)
-    return (len(FIRST) + 1 + LAST.index(module),) if module in LAST else (len(FIRST),)
+    return costs().get(base_id(entry["nodeid"]), float("inf"))
 
 
 def render(data: dict) -> str:

@@ -30,6 +30,10 @@ class ExampleCounter:
 
     def __init__(self) -> None:
         self.rows: dict[str, dict] = {}
+        self.phases: dict[str, float] = {}  # node id -> setup + call + teardown seconds
+
+    def pytest_runtest_logreport(self, report):
+        self.phases[report.nodeid] = self.phases.get(report.nodeid, 0.0) + report.duration
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item):
@@ -59,6 +63,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the table as JSON here")
     parser.add_argument("--sharded", action="store_true", help="also time `python -m pytest -n auto`")
     parser.add_argument("--scaling", metavar="W1,W2,...", help="time the suite at these xdist worker counts")
+    parser.add_argument("--write-costs", metavar="PATH",
+                        help="write every item's measured seconds here (properties/costs.json: the run order)")
     args, pytest_args = parser.parse_known_args(argv)
     if args.scaling:
         result = scaling([int(w) for w in args.scaling.split(",")], pytest_args)
@@ -78,6 +84,8 @@ def main(argv=None) -> int:
     total_ex = sum(r["examples"] for r in counter.rows.values())
     print(f"{'total (one process)':<90} {total_ex:>8} {serial:>8.2f} {total_ex / serial:>8.1f}")
     result = {"serial_seconds": serial, "examples": total_ex, "tests": dict(rows)}
+    if args.write_costs:
+        write_costs(args.write_costs, counter.phases, pytest_args)
     if args.sharded:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "pytest", "-n", "auto", "-q", "-p", "no:cacheprovider", *pytest_args],
@@ -88,6 +96,25 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     return int(code)
+
+
+def write_costs(path: str, phases: dict, pytest_args: list[str]) -> None:
+    """The cost table properties/ordering.py sorts by: seconds per node id, shard suffixes summed away."""
+    import os
+    import platform
+
+    from properties.ordering import base_id
+
+    seconds: dict[str, float] = {}
+    for nodeid, s in phases.items():
+        seconds[base_id(nodeid)] = seconds.get(base_id(nodeid), 0.0) + s
+    table = {"command": " ".join(["python -m properties.speed --write-costs", path, *pytest_args]),
+             "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
+             "seconds": {k: round(v, 3) for k, v in sorted(seconds.items())}}
+    with open(path, "w") as f:
+        json.dump(table, f, indent=0)
+        f.write("\n")
+    print(f"wrote {len(seconds)} item costs to {path}")
 
 
 def scaling(workers: list[int], pytest_args: list[str]) -> dict:

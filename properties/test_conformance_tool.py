@@ -95,10 +95,26 @@ def test_report_rows_and_failure_reproducer():
     assert "rebuild: subject.build(Config(n_layer=1), seed=0" in text
 
 
-def test_plugin_order_is_the_mutation_runners():
-    """The plugin's cheapest-first order is the mutation runner's, so a kill matrix is the same either way."""
-    from properties.mutation.runner import FIRST, LAST
-    from properties.plugin import FIRST as PLUGIN_FIRST, LAST as PLUGIN_LAST
+def test_items_run_cheapest_first_under_maxfail_and_longest_first_under_xdist():
+    """order(items): ascending measured cost for -x (time to first failure), descending under xdist (balance);
+    shards cost their share, unknown items the median, and ties keep the collection order."""
+    from types import SimpleNamespace
 
-    assert [p.rsplit("/", 1)[-1].removesuffix(".py") for p in FIRST] == list(PLUGIN_FIRST)
-    assert [p.rsplit("/", 1)[-1].removesuffix(".py") for p in LAST] == list(PLUGIN_LAST)
+    from properties import ordering
+    from properties.sharding import Shard
+
+    known = {"t.py::cheap": 1.0, "t.py::mid": 5.0, "t.py::dear": 40.0}
+    items = [SimpleNamespace(nodeid=n) for n in ("t.py::dear", "t.py::new", "t.py::cheap", "t.py::mid")]
+    items.append(SimpleNamespace(nodeid="t.py::dear[shard0of16]",
+                                 callspec=SimpleNamespace(params={"shard": Shard(0, 16, 2, 32)})))
+    saved, ordering._costs = ordering._costs, known
+    try:
+        ordering.order(items, longest_first=False)
+        assert [i.nodeid for i in items] == ["t.py::cheap", "t.py::dear[shard0of16]", "t.py::new", "t.py::mid",
+                                             "t.py::dear"]
+        ordering.order(items, longest_first=True)
+        assert [i.nodeid for i in items] == ["t.py::dear", "t.py::new", "t.py::mid", "t.py::dear[shard0of16]",
+                                             "t.py::cheap"]
+    finally:
+        ordering._costs = saved
+    assert ordering.base_id("a.py::f[x-shard3of16]") == "a.py::f[x]" and ordering.base_id("a.py::f[shard1of4]") == "a.py::f"

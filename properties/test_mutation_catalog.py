@@ -109,7 +109,7 @@ def test_warm_server_preloads_no_project_module():
 def test_default_selection_leaves_out_tooling_tests():
     """The mutation run tests model math: tooling tests and the mutation tests are not in it."""
     tests = runner.default_tests(ROOT)
-    assert "properties/test_shape_dtype.py" in tests and tests[-1] == "properties/test_gradcheck.py"
+    assert "properties/test_shape_dtype.py" in tests and "properties/test_gradcheck.py" in tests
     assert not {"properties/test_smoke_commands.py", "properties/test_workflows.py",
                 "properties/test_mutation_catalog.py"} & set(tests)
 
@@ -125,13 +125,12 @@ def test_example_catalog_has_the_reparametrization_and_blind_spot_classes():
 
 def test_example_catalog_runs_against_the_example_subject():
     """--catalog example selects the example mutants, passes the example subject to every pytest run and
-    runs the reference differential and liveness first; the default catalog passes no --subject."""
+    the default catalog passes no --subject."""
     args = runner.parse_args(["--catalog", "example"])
     assert args.subject == EXAMPLE_SUBJECT and runner.select([], "example") == EXAMPLE_MUTANTS
     cmd = runner.pytest_command(["properties"], "ci", Path("j.xml"), True, args.subject)
     assert f"--subject={EXAMPLE_SUBJECT}" in cmd
     assert not any(a.startswith("--subject") for a in runner.pytest_command(["p"], "ci", Path("j"), True,
                                                                              runner.parse_args([]).subject))
-    assert runner.default_tests(ROOT, catalog="example")[0] == "properties/test_reference_differential.py"
     with pytest.raises(SystemExit):
         runner.select([MUTANTS[0].name], "example")
