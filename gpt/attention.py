@@ -22,6 +22,7 @@ from .mask_spec import MaskSpec
 from .masks import Layout, guard_empty_rows
 from .norm import build_qk_norms, qk_normed
 from .ring_cache import RingKVCache
+from .varlen import packed_attend
 
 
 class CausalSelfAttention(nn.Module):
@@ -61,7 +62,8 @@ class CausalSelfAttention(nn.Module):
             k, v, kpos, kvalid = self.kv_cache(layout.slots, k, v, layout.end, layout.pos, layout.valid)
             mask = MaskSpec(layout.pos, kpos, self.window, kvalid)  # (B, T) queries, (B, S) keys
         elif layout is not None and not layout.plain_causal:
-            mask = MaskSpec(layout.pos, layout.pos, self.window, layout.valid, layout.segment, layout.segment)
+            mask = MaskSpec(layout.pos, layout.pos, self.window, layout.valid, layout.segment, layout.segment,
+                            varlen=layout.varlen)  # varlen: packed once per forward for flash (gpt/varlen.py)
 
         dropout_p = c.attn_dropout if self.training else 0.0
         y = attend(q, k, v, mask, dropout_p, c.attn_backend, softcap=c.attn_logit_softcap,
@@ -83,9 +85,14 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Union[MaskSpec, Tensor, None],
     scale = 1.0 / math.sqrt(q.size(-1))
     spec = mask if isinstance(mask, MaskSpec) else None
     if backend == "flash":  # the model refuses masks flash cannot express (gpt.model._check_flash)
+        if spec is not None and spec.qseg is not None:  # packed rows: one varlen sequence per segment run
+            kernel = functools.partial(flash_varlen_attention, dropout_p=dropout_p, scale=scale, softcap=softcap,
+                                       sinks=sinks)
+            return packed_attend(q, k, v, spec, kernel)
         if mask is not None and (spec is None or not spec.is_bottom_right_causal()):
             raise ValueError("attn_backend='flash' handles causal (optionally windowed) attention over a "
-                             "contiguous chunk without padding only; use 'flex', 'sdpa' or 'math'")
+                             "contiguous chunk without padding, or packed rows (segment_ids) without padding; "
+                             "use 'flex', 'sdpa' or 'math'")
         return flash_attention(q, k, v, dropout_p, scale, window=spec.window if spec else None,
                                softcap=softcap, sinks=sinks)
     if backend == "flex":  # rows with no allowed key: flex gives 0 (and lse = -inf, so the sink factor 0)
@@ -147,6 +154,44 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: fl
                     sinks: Optional[Tensor] = None) -> Tensor:
     # causal=True aligns the mask bottom-right, which is exactly a contiguous chunk after the cache; a window
     # of W keys is window_size=(W - 1, 0): W - 1 keys to the left of the diagonal, none to the right
+    fn, has_dropout = _flash_checked(q, k, v, dropout_p, check_head_size, sinks)
+    args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, T, H, hs)
+    kw = dict(softmax_scale=scale, causal=True)
+    if softcap is not None:
+        kw["softcap"] = float(softcap)  # FA2 and FA4 both take softcap (0.0 = off)
+    if has_dropout:  # FA2: window_size=(-1, -1) is global
+        if window is not None:
+            kw["window_size"] = (window - 1, 0)
+        out = fn(*args, dropout_p=dropout_p, **kw)
+    else:  # FA4 through the custom op (gpt/flash_op.py): window (W - 1, 0), softcap 0.0 = off
+        from .flash_op import fa4_attention  # a custom op: torch.compile traces it without a graph break
+
+        out = fa4_attention(*args, scale, causal=True, softcap=float(softcap or 0.0),
+                            window=(-1, -1) if window is None else (window - 1, 0))
+    if isinstance(out, tuple):  # FA4 may return (out, lse)
+        out = out[0]
+    return out.transpose(1, 2)
+
+
+def flash_varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int,
+                           window: tuple[int, int], dropout_p: float, scale: float, softcap: Optional[float] = None,
+                           sinks: Optional[Tensor] = None) -> Tensor:
+    """Packed tokens q (N, nh, hs), k and v (N, nqg, hs) -> (N, nh, hs), causal within each sequence of
+    ``cu_seqlens`` (R + 1,) int32, ``window`` = flash-attn's window_size: the kernel gpt.varlen.packed_attend
+    calls for attn_backend='flash' (FA2's flash_attn_varlen_func, else FA4 through gpt/flash_op.py)."""
+    _, has_dropout = _flash_checked(q, k, v, dropout_p, True, sinks)
+    if has_dropout:  # FA2 takes the same cu_seqlens for queries and keys: self-attention within each run
+        return _flash[2](q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, dropout_p=dropout_p,
+                         softmax_scale=scale, causal=True, window_size=window, softcap=float(softcap or 0.0))
+    from .flash_op import fa4_attention  # a custom op: torch.compile traces it without a graph break
+
+    return fa4_attention(q, k, v, scale, causal=True, softcap=float(softcap or 0.0), window=window,
+                         cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+
+
+def _flash_checked(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, check_head_size: bool,
+                   sinks: Optional[Tensor]) -> tuple:
+    """flash_attn_func(), after refusing what neither FA2 nor FA4 computes right (padded or packed alike)."""
     if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(
             f"attn_backend='flash' needs CUDA float16/bfloat16 tensors, got {q.dtype} on {q.device.type}; "
@@ -158,29 +203,16 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, scale: fl
         raise ValueError(f"head_size {q.size(-1)}: FlashAttention-4's backward is wrong for head sizes with "
                          "head_size % 32 in {8, 16} (see gpt.attention.fa4_backward_is_trusted); "
                          "use attn_backend='sdpa' to train this model")
-    args = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, T, H, hs)
-    kw = dict(softmax_scale=scale, causal=True)
-    if softcap is not None:
-        kw["softcap"] = float(softcap)  # FA2 and FA4 both take softcap (0.0 = off)
     if sinks is not None:  # FA2 has none; FA4's learnable_sink is not wired through our custom op's backward
         raise ValueError("attn_backend='flash' does not support attention sinks: use attn_backend='flex' or 'math'")
-    if has_dropout:  # FA2: window_size=(-1, -1) is global
-        if window is not None:
-            kw["window_size"] = (window - 1, 0)
-        out = fn(*args, dropout_p=dropout_p, **kw)
-    elif dropout_p > 0:
+    if not has_dropout and dropout_p > 0:
         raise ValueError("FlashAttention-4 has no attention dropout: set attn_dropout=0 or use another backend")
-    else:  # FA4 through the custom op (gpt/flash_op.py): window (W - 1, 0), softcap 0.0 = off
-        from .flash_op import fa4_attention  # a custom op: torch.compile traces it without a graph break
-
-        out = fa4_attention(*args, scale, causal=True, softcap=float(softcap or 0.0),
-                            window=(-1, -1) if window is None else (window - 1, 0))
-    if isinstance(out, tuple):  # FA4 may return (out, lse)
-        out = out[0]
-    return out.transpose(1, 2)
+    return fn, has_dropout
 
 
-_flash: Optional[tuple] = None  # a module global, not functools.cache: Dynamo reads it without a graph break
+# a module global, not functools.cache: Dynamo reads it without a graph break. (function, supports dropout,
+# varlen function): FA2's flash_attn_func and flash_attn_varlen_func, or FA4's flash_attn.cute function and None
+_flash: Optional[tuple] = None
 
 
 def flash_attn_func():
@@ -188,18 +220,18 @@ def flash_attn_func():
     global _flash
     if _flash is None:
         _flash = _import_flash()
-    return _flash
+    return _flash[:2]
 
 
 def _import_flash():
     try:
-        from flash_attn import flash_attn_func as fa2
-        return fa2, True
+        from flash_attn import flash_attn_func as fa2, flash_attn_varlen_func as fa2_varlen
+        return fa2, True, fa2_varlen
     except ImportError:
         pass
     try:
         from flash_attn.cute import flash_attn_func as fa4
-        return fa4, False
+        return fa4, False, None  # FA4's varlen path is gpt/flash_op.py's custom op
     except ImportError as e:
         raise ImportError("attn_backend='flash' needs the flash-attn package: pip install flash-attn") from e
 

@@ -3,7 +3,8 @@
 The rule is gpt.masks.visible's (valid key, same segment, kpos <= qpos) plus, for a sliding window of W keys,
 kpos > qpos - W (transformers' Mistral convention: query i sees keys i - W < j <= i, W keys including itself).
 The math and sdpa backends read the dense boolean matrix (``dense``); flex builds its ``mask_mod`` from the same
-rule without materialising it; flash expresses only the plain (windowed) causal case through its flags.
+rule without materialising it; flash expresses the plain (windowed) causal case through its flags, and packed
+rows (segment ids) through its varlen kernels where they reproduce the rule exactly (gpt/varlen.py).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class MaskSpec:
     kseg: Optional[Tensor] = None  # (B, S)
     plain_causal: bool = False  # keys are exactly the queries at positions 0..T-1: kernels' own causal flag
     allowed: Optional[Tensor] = None  # a caller's dense (B, T, S) or (T, S) mask, used as is
+    varlen: Optional[object] = None  # gpt.varlen.Packing of qseg, computed once per forward (flash only)
 
     @classmethod
     def causal(cls, T: int, device=None, window: Optional[int] = None) -> "MaskSpec":

@@ -34,6 +34,7 @@ class Layout:
     segment: Optional[Tensor] = None  # (B, T) segment ids of packed rows; None: one segment per row
     slots: Optional[Tensor] = None  # (T,) KV-cache slots this chunk writes; None: no cache in use
     end: Optional[int] = None  # with a cache: keys are read from slots [0, end)
+    varlen: Optional[object] = None  # gpt.varlen.Packing of the segments (flash backend; model.forward)
 
     @property
     def plain_causal(self) -> bool:

@@ -7,7 +7,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from . import masks
+from . import masks, varlen
 from .attention import CausalSelfAttention
 from .config import Config
 from .embedding import rope_cache
@@ -145,6 +145,8 @@ class GPT(nn.Module):
         layout = masks.layout(B, T, slots, cached=cached, end=end, block_size=self.config.block_size,
                               attention_mask=attention_mask, position_ids=position_ids, segment_ids=segment_ids,
                               explicit_input_pos=input_pos is not None)
+        if self.config.attn_backend == "flash" and layout.segment is not None:
+            layout = varlen.pack_layout(layout, self._windows())  # once per forward, not per layer
         pos = layout.pos  # (B, T)
         if self.wpe is not None:
             x = x + self.wpe(pos)
@@ -169,10 +171,19 @@ class GPT(nn.Module):
         return logits[..., : self.config.vocab_size]  # padded columns are a speed detail, never output
 
     def _check_flash(self, attention_mask, position_ids, segment_ids) -> None:
-        if self.config.attn_backend == "flash" and not (attention_mask is None and position_ids is None
-                                                        and segment_ids is None):
-            raise ValueError("attn_backend='flash' runs causal attention over unpadded rows only: "
-                             "attention_mask, position_ids and segment_ids need attn_backend='sdpa' or 'math'")
+        """flash runs causal attention over unpadded rows, or over packed rows (segment_ids, with position_ids
+        that fit them) through flash-attn's varlen kernels, which attend decides exactly (gpt/varlen.py)."""
+        if self.config.attn_backend != "flash":
+            return
+        if attention_mask is not None:
+            raise ValueError("attn_backend='flash' runs causal attention over unpadded rows only: attention_mask "
+                             "needs attn_backend='flex', 'sdpa' or 'math' (or pack the real tokens with segment_ids)")
+        if position_ids is not None and segment_ids is None:
+            raise ValueError("attn_backend='flash' takes position_ids only with segment_ids (packed rows through "
+                             "flash-attn's varlen kernels); otherwise use attn_backend='flex', 'sdpa' or 'math'")
+
+    def _windows(self) -> list:
+        return [self.config.window(i) for i in range(self.config.n_layer)]
 
     def aux_loss(self) -> Tensor:
         """MoE: the load-balancing loss of the last forward's routing over all layers (0-dim, differentiable;

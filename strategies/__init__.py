@@ -9,6 +9,7 @@ Strategies only draw data; models are built in the test bodies. Compose them fre
 from .batches import decode_plans, perturbations, token_batches
 from .configs import SIZES, configs, invalid_configs
 from .masks import PackedRows, PaddedBatch, packed_rows, padded_batches, ragged_starts, repadded
+from .masks import segment_positions
 from .space import ConfigSpace
 from .tensors import devices, float_dtypes, seeds
 
@@ -16,4 +17,5 @@ __all__ = [
     "ConfigSpace", "SIZES", "configs", "invalid_configs", "token_batches", "perturbations", "decode_plans",
     "float_dtypes", "devices", "seeds",
     "PaddedBatch", "padded_batches", "repadded", "PackedRows", "packed_rows", "ragged_starts",
+    "segment_positions",
 ]

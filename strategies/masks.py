@@ -1,6 +1,7 @@
 """Real-world inputs: padded batches (left or right, any pad ids), packed rows, ragged start positions."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -98,3 +99,26 @@ def ragged_starts(draw, config: Config, B: int, T: int) -> torch.Tensor:
     """position_ids (B, T): row b runs s_b, s_b + 1, ..., with its own start s_b in [0, block_size - T]."""
     starts = draw(st.lists(st.integers(0, config.block_size - T), min_size=B, max_size=B), label="row starts")
     return torch.tensor(starts, dtype=torch.long)[:, None] + torch.arange(T)[None, :]
+
+
+@st.composite
+def segment_positions(draw, spans, block_size: int | None = None, min_step: int = 1, max_step: int = 3,
+                      starts: bool = True, every_run: bool = False) -> torch.Tensor:
+    """position_ids (B, T) for packed rows (``PackedRows.spans``): each run starts at its own drawn position
+    (0 with ``starts=False``) and steps by 1 (consecutive, as masks.layout counts), or, in runs drawn "gapped",
+    by steps in [min_step, max_step] (0 repeats a position; ``every_run``: every run is gapped). With
+    ``block_size`` every position is below it."""
+    rows = []
+    for b, row_spans in enumerate(spans):
+        row = []
+        for r, (_, n) in enumerate(row_spans):
+            steps = [1] * (n - 1)
+            fits = block_size is None or (n - 1) * max_step < block_size
+            if fits and (every_run or draw(st.booleans(), label=f"row {b} run {r} gapped")):
+                steps = draw(st.lists(st.integers(min_step, max_step), min_size=n - 1, max_size=n - 1),
+                             label=f"row {b} run {r} steps")
+            top = 3 if block_size is None else block_size - 1 - sum(steps)
+            start = draw(st.integers(0, top), label=f"row {b} run {r} start") if starts else 0
+            row += list(itertools.accumulate(steps, initial=start))
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.long)

@@ -81,6 +81,8 @@ BUG_CLASSES: dict[str, str] = {
     "norm-placement": "sandwich / post norms outside the residual branch",
     "hf-conversion": "a weight or scale converted wrongly to or from a transformers family",
     "fused-loss": "a training loss path (padded head, fused linear + cross-entropy) differs from CE of the logits",
+    "varlen": "packed rows mapped to flash-attn's varlen sequences wrongly (cu_seqlens, max_seqlen, window, "
+              "which packings it claims to express)",
 }
 REQUIRED_BUG_CLASSES: tuple[str, ...] = tuple(list(BUG_CLASSES)[:24])
 
@@ -897,6 +899,55 @@ MUTANTS += [
        "moe.py",
        "gelu_approximate=config.gelu_approximate))",
        "gelu_approximate=\"none\"))"),
+]
+
+# ------------------------------------------------------------------ packed rows through flash varlen (issue 20: varlen)
+MUTANTS += [
+    _m("varlen_cu_seqlens_end_off_by_one", "varlen",
+       "cu_seqlens ends at B*T - 1: the last token of the batch falls out of its sequence",
+       "varlen.py",
+       "first.new_full((1,), B * T)",
+       "first.new_full((1,), B * T - 1)"),
+    _m("varlen_runs_split_at_position_zero", "varlen",
+       "sequences split where position_ids are 0 (transformers' position-id packing) instead of at segment changes",
+       "varlen.py",
+       "    starts = run_starts(seg)  # (B, T)\n",
+       "    starts = pos == 0  # (B, T)\n"),
+    _m("varlen_max_seqlen_of_first_sequence", "varlen",
+       "max_seqlen taken from the first sequence, as if every packed sequence had the same length",
+       "varlen.py",
+       "longest = cu_seqlens.diff().max()",
+       "longest = cu_seqlens.diff()[0]"),
+    _m("varlen_window_left_w", "varlen",
+       "varlen window_size=(W, 0): each query sees W + 1 keys",
+       "varlen.py",
+       "return (-1, -1) if window is None else (window - 1, 0)",
+       "return (-1, -1) if window is None else (window, 0)"),
+    _m("varlen_check_ids_unsorted", "varlen",
+       "distinct ids counted on the unsorted row (that counts runs): non-contiguous repeated ids pass the check",
+       "varlen.py",
+       "ranked = seg.sort(dim=1).values",
+       "ranked = seg"),
+    _m("varlen_check_padding_any", "varlen",
+       "the check accepts padded rows when any token is real (valid.any() for valid.all())",
+       "varlen.py",
+       "else valid.all()",
+       "else valid.any()"),
+    _m("varlen_check_window_span_off_by_one", "varlen",
+       "window check lets W tokens span W positions: gapped positions pass where the token window differs",
+       "varlen.py",
+       "spans.append((pos - pos.gather(1, back) <= w - 1).all())",
+       "spans.append((pos - pos.gather(1, back) <= w).all())"),
+    _m("varlen_check_positions_non_decreasing", "varlen",
+       "the check accepts a repeated position inside a segment (>= for >): the mask then lets a token see the next",
+       "varlen.py",
+       "increasing = ((pos[:, 1:] > pos[:, :-1]) | starts[:, 1:]).all()",
+       "increasing = ((pos[:, 1:] >= pos[:, :-1]) | starts[:, 1:]).all()"),
+    _m("varlen_packed_per_layer", "varlen",
+       "the forward's packing is not handed to the layers: every layer re-packs (host syncs, a graph break per block)",
+       "attention.py",
+       "                            varlen=layout.varlen)",
+       "                            )"),
 ]
 
 BY_NAME: dict[str, Mutant] = {m.name: m for m in MUTANTS}
