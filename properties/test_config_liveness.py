@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from properties.harness import draw_config, float64_tol
@@ -152,6 +152,10 @@ def _check_liveness(subject, data, **fixed) -> None:
         pytest.skip(f"subject {subject.name} is a bare make(config) without a declared space, so it never "
                     "claimed any Config field; declare make.space = ConfigSpace(...) to check config-liveness")
     config = draw_config(data, subject, **fixed)
+    # LayerNorm maps every 2-vector to +-(1, -1) (times its weight, plus its bias): at n_embd = 2 two tokens'
+    # attention inputs coincide half the time, and then no score transform (soft-cap, window, ...) can
+    # change anything (a nightly run found attn_logit_softcap "dead" so). RMSNorm's circle has no such collapse.
+    assume(config.n_embd > 2 or config.norm_class_name != "LayerNorm")
     seed = data.draw(seeds(), label="seed")
     idx = data.draw(token_batches(config, min_len=2), label="idx")
     if idx[0, 1] == idx[0, 0]:  # one repeated token: attention averages equal values, positions vanish
