@@ -9,9 +9,9 @@ Two orders, for two goals:
   left with a long item at the end while the others idle; the wall time is then close to work / workers.
 
 ``costs.json`` maps node ids (shard suffixes removed) to seconds (setup + call + teardown) measured on the
-``gpt`` subject under the ``ci`` profile in one process, written by ``python -m properties.speed
---write-costs properties/costs.json``. An item it does not know (a new property, a user's parametrization)
-costs the median, so it runs among the ordinary ones. A shard costs its share of the property's examples.
+``gpt`` subject under the ``ci`` profile in one process, `slow` items included, written by ``python -m
+properties.speed --write-costs properties/costs.json``. An item it does not know (a new property, a user's
+parametrization) costs the median, so it runs among the ordinary ones, or the maximum if marked `slow`. A shard costs its share of the property's examples.
 Every xdist worker reads the same file and sorts the same collection, so their orders agree, as xdist needs.
 """
 from __future__ import annotations
@@ -43,7 +43,10 @@ def base_id(nodeid: str) -> str:
 
 
 def cost(item, known: dict, default: float) -> float:
-    seconds = known.get(base_id(item.nodeid), default)
+    seconds = known.get(base_id(item.nodeid))
+    if seconds is None:  # unmeasured: a `slow`-marked item is assumed as dear as the dearest measured one
+        slow = hasattr(item, "get_closest_marker") and item.get_closest_marker("slow") is not None
+        seconds = max(known.values(), default=default) if slow else default
     callspec = getattr(item, "callspec", None)
     shard = callspec.params.get("shard") if callspec is not None else None
     if shard is not None and hasattr(shard, "examples") and shard.total:

@@ -74,7 +74,9 @@ def main(argv=None) -> int:
         return 0 if all(r["returncode"] == 0 for r in result["rows"]) else 1
     counter = ExampleCounter()
     start = time.perf_counter()
-    code = pytest.main(["-q", "-p", "no:cacheprovider", "-m", "not gpu and not slow", *pytest_args], plugins=[counter])
+    # the cost table must know the slow items too: the default run includes them
+    markers = "not gpu" if args.write_costs else "not gpu and not slow"
+    code = pytest.main(["-q", "-p", "no:cacheprovider", "-m", markers, *pytest_args], plugins=[counter])
     serial = time.perf_counter() - start
     rows = sorted(counter.rows.items(), key=lambda kv: -kv[1]["seconds"])
     print(f"\n{'property':<90} {'examples':>8} {'wall s':>8} {'ex/s':>8}")
