@@ -8,7 +8,7 @@ Two orders, for two goals:
 * longest first (xdist without ``--maxfail``): the greedy longest-processing-time schedule, so no worker is
   left with a long item at the end while the others idle; the wall time is then close to work / workers.
 
-``costs.json`` maps node ids (shard suffixes removed) to seconds (setup + call + teardown) measured on the
+``costs.json`` maps node ids (shard suffixes and directories removed, ``key``) to seconds (setup + call + teardown) measured on the
 ``gpt`` subject under the ``ci`` profile in one process, `slow` items included, written by ``python -m
 properties.speed --write-costs properties/costs.json``. An item it does not know (a new property, a user's
 parametrization) costs the median, so it runs among the ordinary ones, or the maximum if marked `slow`. A shard costs its share of the property's examples.
@@ -25,6 +25,7 @@ from typing import Optional
 COSTS = Path(__file__).with_name("costs.json")
 _SHARD = re.compile(r"-?shard\d+of\d+")
 _costs: Optional[dict] = None
+_fallback: Optional[tuple] = None  # (median, maximum) of the table: the cost of an unmeasured item
 
 
 def costs() -> dict:
@@ -42,23 +43,34 @@ def base_id(nodeid: str) -> str:
     return _SHARD.sub("", nodeid).replace("[]", "")
 
 
-def cost(item, known: dict, default: float) -> float:
-    seconds = known.get(base_id(item.nodeid))
-    if seconds is None:  # unmeasured: a `slow`-marked item is assumed as dear as the dearest measured one
-        slow = hasattr(item, "get_closest_marker") and item.get_closest_marker("slow") is not None
-        seconds = max(known.values(), default=default) if slow else default
+def key(nodeid: str) -> str:
+    """``base_id`` without the file's directory: a checkout's ids (``properties/t.py::f``) and an installed
+    suite's (``t.py::f``, relative to site-packages/properties) name the same item."""
+    path, sep, rest = base_id(nodeid).partition("::")
+    return path.rpartition("/")[2] + sep + rest
+
+
+def seconds(nodeid: str, slow: bool = False) -> float:
+    """The measured cost of the item; unmeasured: the median, or the maximum for a `slow`-marked item."""
+    global _fallback
+    known = costs()
+    if _fallback is None:
+        _fallback = (statistics.median(known.values()), max(known.values())) if known else (0.0, 0.0)
+    measured = known.get(key(nodeid))
+    return measured if measured is not None else _fallback[1 if slow else 0]
+
+
+def cost(item) -> float:
+    slow = hasattr(item, "get_closest_marker") and item.get_closest_marker("slow") is not None
     callspec = getattr(item, "callspec", None)
     shard = callspec.params.get("shard") if callspec is not None else None
-    if shard is not None and hasattr(shard, "examples") and shard.total:
-        seconds *= shard.examples / shard.total
-    return seconds
+    share = shard.examples / shard.total if shard is not None and getattr(shard, "total", 0) else 1.0
+    return seconds(item.nodeid, slow) * share
 
 
 def order(items: list, longest_first: bool) -> None:
     """Sort ``items`` in place by measured cost (stable: ties keep the collection order)."""
-    known = costs()
-    default = statistics.median(known.values()) if known else 0.0
-    items.sort(key=lambda item: cost(item, known, default), reverse=longest_first)
+    items.sort(key=cost, reverse=longest_first)
 
 
 def longest_first(config) -> bool:

@@ -32,9 +32,9 @@ def reproducer(entry, data) -> str:
 
 def _order(entry) -> float:
     """The plugin's cheapest-first order (xdist reports in completion order)."""
-    from properties.ordering import base_id, costs
+    from properties.ordering import seconds
 
-    return costs().get(base_id(entry["nodeid"]), float("inf"))
+    return seconds(entry["nodeid"])
 
 
 def render(data: dict) -> str:

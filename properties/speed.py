@@ -101,15 +101,15 @@ def main(argv=None) -> int:
 
 
 def write_costs(path: str, phases: dict, pytest_args: list[str]) -> None:
-    """The cost table properties/ordering.py sorts by: seconds per node id, shard suffixes summed away."""
+    """The cost table properties/ordering.py sorts by: seconds per ordering.key (shards summed)."""
     import os
     import platform
 
-    from properties.ordering import base_id
+    from properties.ordering import key
 
     seconds: dict[str, float] = {}
     for nodeid, s in phases.items():
-        seconds[base_id(nodeid)] = seconds.get(base_id(nodeid), 0.0) + s
+        seconds[key(nodeid)] = seconds.get(key(nodeid), 0.0) + s
     table = {"command": " ".join(["python -m properties.speed --write-costs", path, *pytest_args]),
              "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
              "seconds": {k: round(v, 3) for k, v in sorted(seconds.items())}}

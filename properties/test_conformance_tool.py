@@ -107,7 +107,7 @@ def test_items_run_cheapest_first_under_maxfail_and_longest_first_under_xdist():
     items = [SimpleNamespace(nodeid=n) for n in ("t.py::dear", "t.py::new", "t.py::cheap", "t.py::mid")]
     items.append(SimpleNamespace(nodeid="t.py::dear[shard0of16]",
                                  callspec=SimpleNamespace(params={"shard": Shard(0, 16, 2, 32)})))
-    saved, ordering._costs = ordering._costs, known
+    saved, ordering._costs, ordering._fallback = (ordering._costs, ordering._fallback), known, None
     try:
         ordering.order(items, longest_first=False)
         assert [i.nodeid for i in items] == ["t.py::cheap", "t.py::dear[shard0of16]", "t.py::new", "t.py::mid",
@@ -115,6 +115,10 @@ def test_items_run_cheapest_first_under_maxfail_and_longest_first_under_xdist():
         ordering.order(items, longest_first=True)
         assert [i.nodeid for i in items] == ["t.py::dear", "t.py::new", "t.py::mid", "t.py::dear[shard0of16]",
                                              "t.py::cheap"]
+        slow = SimpleNamespace(nodeid="t.py::unmeasured_slow", get_closest_marker=lambda name: name == "slow" or None)
+        assert ordering.cost(slow) == 40.0  # an unmeasured slow item costs the dearest measured one
+        # a checkout's node ids and an installed suite's (relative to site-packages/properties) share costs
+        assert ordering.seconds("properties/t.py::mid") == ordering.seconds("t.py::mid") == 5.0
     finally:
-        ordering._costs = saved
+        ordering._costs, ordering._fallback = saved
     assert ordering.base_id("a.py::f[x-shard3of16]") == "a.py::f[x]" and ordering.base_id("a.py::f[shard1of4]") == "a.py::f"
