@@ -35,6 +35,7 @@ import torch
 from torch.nn import functional as F
 
 from .config import Config, PRESETS
+from .fused_loss import FUSED, PACKAGES, fused_available, head_cross_entropy, linear_cross_entropy
 
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -216,10 +217,8 @@ def measure(spec: dict) -> dict:
                 # Hugging Face's own loss path (labels=, shifted inside the model), as its users train
                 return module(input_ids=x, labels=x, use_cache=False).loss
             if spec["impl"] == "gpt" and spec["loss"] != "logits":
-                from .fused_loss import head_cross_entropy, linear_cross_entropy
-
                 h = module(x, return_hidden=True)
-                if spec["loss"] in ("liger", "cce"):
+                if spec["loss"] in FUSED:
                     return linear_cross_entropy(h, module.lm_head.weight[: config.vocab_size], y, impl=spec["loss"])
                 return head_cross_entropy(h, module.lm_head.weight, config.vocab_size, y)
             if own_loss:  # the baseline's own loss path, e.g. nanoGPT's forward(idx, targets) -> (logits, loss)
@@ -233,12 +232,9 @@ def measure(spec: dict) -> dict:
     # fuse instead of materialising (B*T, vocab) float32 logits
     mode = spec["compile_mode"] if spec["impl"] == "gpt" else spec["baseline_compile_mode"]
     loss_fn = torch.compile(loss_of, mode=None if mode == "default" else mode) if spec["compile"] else loss_of
-    if spec["impl"] == "gpt" and spec["loss"] in ("liger", "cce"):
-        from .fused_loss import fused_available
-
+    if spec["impl"] == "gpt" and spec["loss"] in FUSED:
         if device.type == "cuda" and not fused_available(spec["loss"]):
-            raise SystemExit(f"--loss {spec['loss']} needs CUDA and "
-                             f"{'liger-kernel' if spec['loss'] == 'liger' else 'cut-cross-entropy'}")
+            raise SystemExit(f"--loss {spec['loss']} needs CUDA and {PACKAGES[spec['loss']]}")
 
     graphs = spec["compile"] and mode in ("reduce-overhead", "max-autotune")  # modes that use CUDA graphs
 
@@ -368,7 +364,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "train.py compiles)")
     p.add_argument("--profile", metavar="DIR", default=None,
                    help="CUDA: after warm-up, write a per-kernel time table of 3 steps per model to DIR")
-    p.add_argument("--loss", choices=("head", "logits", "liger", "cce"), default="head",
+    p.add_argument("--loss", choices=("head", "logits") + FUSED, default="head",
                    help="ours: head = padded-vocabulary head + masked float32 cross-entropy (gpt.fused_loss); "
                         "logits = the model's (B, T, vocab_size) logits, then cross-entropy; liger = Liger-Kernel's "
                         "fused linear cross-entropy, cce = Apple's cut-cross-entropy (both CUDA; never hold the logits)")

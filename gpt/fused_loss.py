@@ -23,7 +23,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 
-FUSED = ("liger", "cce")  # fused linear cross-entropy kernels, by the name of their package
+PACKAGES = {"liger": "liger-kernel", "cce": "cut-cross-entropy"}  # fused linear cross-entropy -> its pip name
+FUSED = tuple(PACKAGES)
 _loaded: dict = {}  # (impl, ignore_index) -> loss callable or None; a plain dict Dynamo reads without an import
 
 
@@ -80,8 +81,7 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, ignore
     if impl != "torch" and hidden.is_cuda:
         loss_fn = _fused_loss(impl, ignore_index)
         if loss_fn is None:
-            raise ImportError(f"linear_cross_entropy(impl={impl!r}) needs "
-                              f"{'liger-kernel' if impl == 'liger' else 'cut-cross-entropy'} (the gpu extra)")
+            raise ImportError(f"linear_cross_entropy(impl={impl!r}) needs {PACKAGES[impl]} (the gpu extra)")
         if torch.is_autocast_enabled(h.device.type):
             # the kernels take their operands as given: under autocast, hand them what F.linear would use
             dt = torch.get_autocast_dtype(h.device.type)
