@@ -65,6 +65,7 @@ def pytest_configure(config):
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     pinning.configure()
+    ordering.dispatch_one_at_a_time(config)
     config.pluginmanager.register(sharding.ShardPlugin(config), "gpt-properties-sharding")
     # The drawn models are tiny: intra-op threads only add synchronisation, and under xdist every worker
     # would spawn one per core (measured: the suite runs ~4x faster serially with one thread).

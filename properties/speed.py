@@ -10,7 +10,8 @@ whole suite as users run it, ``python -m pytest -n auto``. ``--scaling 1,2,4`` i
 once per worker count (``-n W``, the same Hypothesis seed each time, properties sharded under ``nightly``
 by properties/sharding.py) and prints wall time, speedup over the first count, parallel efficiency, the
 summed item time (work), the wall time more workers cannot remove (fixed = wall - work / workers) and the
-largest single item's share of the work. Extra arguments go to pytest (test paths, ``--shards 1`` to
+largest single item's share of the work, and below each row where the wall time went per worker
+(start-up, busy, gaps between items, idle tail: properties/timeline.py). Extra arguments go to pytest (test paths, ``--shards 1`` to
 compare with unsharded properties).
 """
 from __future__ import annotations
@@ -125,6 +126,8 @@ def scaling(workers: list[int], pytest_args: list[str]) -> dict:
     import tempfile
     import xml.etree.ElementTree as ET
 
+    from properties import timeline
+
     if not any(a.startswith("--hypothesis-seed") for a in pytest_args):
         pytest_args = [*pytest_args, "--hypothesis-seed", "1"]  # the same examples at every count
     rows = []
@@ -134,25 +137,32 @@ def scaling(workers: list[int], pytest_args: list[str]) -> dict:
           f"{'largest item s':>15} {'share':>6}  largest item", flush=True)
     for w in workers:
         with tempfile.TemporaryDirectory() as tmp:
-            xml = os.path.join(tmp, "junit.xml")
+            xml, trace = os.path.join(tmp, "junit.xml"), os.path.join(tmp, "timeline.json")
             cmd = [sys.executable, "-m", "pytest", "-n", str(w) if w > 1 else "0", "-q", "-p", "no:cacheprovider",
-                   "-m", "not gpu and not slow", f"--junitxml={xml}", *pytest_args]
-            start = time.perf_counter()
-            proc = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   "-p", "properties.timeline", "-m", "not gpu and not slow", f"--junitxml={xml}", *pytest_args]
+            launch, start = time.time(), time.perf_counter()
+            proc = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env={**os.environ, timeline.ENV: trace})
             wall = time.perf_counter() - start
             testcases = list(ET.parse(xml).getroot().iter("testcase")) if os.path.exists(xml) else []
+            spans = timeline.split(json.load(open(trace)), launch) if os.path.exists(trace) else {}
         cases = [(f"{c.get('classname')}::{c.get('name')}", float(c.get("time", 0))) for c in testcases] or [("", 0.0)]
         failed = [f"{c.get('classname')}::{c.get('name')}" for c in testcases
                   if c.find("failure") is not None or c.find("error") is not None]
         name, largest = max(cases, key=lambda c: c[1])
         total = sum(t for _, t in cases) or 1.0
         row = dict(workers=w, wall_s=wall, items=len(cases), item_seconds=total, largest_item=name,
-                   largest_item_s=largest, returncode=proc.returncode, failed=failed)
+                   largest_item_s=largest, returncode=proc.returncode, failed=failed, timeline=spans)
         rows.append(row)
         speedup = rows[0]["wall_s"] / wall
         print(f"{w:>7} {wall:>8.1f} {speedup:>7.2f}x {speedup * rows[0]['workers'] / w:>10.2f} {len(cases):>6} "
               f"{total:>8.1f} {wall - total / w:>8.1f} {largest:>15.1f} {largest / total:>6.1%}  {name}"
               f"{'' if proc.returncode == 0 else f'  (FAILED run, exit {proc.returncode})'}", flush=True)
+        if spans:
+            print(f"{'':>7} per worker, mean s: start-up {spans['startup']:.1f} (last {spans['first_start_max']:.1f}), "
+                  f"busy {spans['busy']:.1f}, gaps {spans['gaps']:.1f}, tail {spans['tail']:.1f}; "
+                  f"shutdown {wall - spans['startup'] - spans['busy'] - spans['gaps'] - spans['tail']:.1f}; "
+                  f"controller after launch: {spans['marks']}", flush=True)
         for nodeid in failed:  # a failed run's times are not the suite's: say which items failed
             print(f"{'':>7} failed: {nodeid}", flush=True)
     return {"command": " ".join(["python -m properties.speed --scaling", ",".join(map(str, workers)), *pytest_args]),
