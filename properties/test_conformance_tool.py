@@ -96,8 +96,9 @@ def test_report_rows_and_failure_reproducer():
 
 
 def test_items_run_cheapest_first_under_maxfail_and_longest_first_under_xdist():
-    """order(items): ascending measured cost for -x (time to first failure), descending under xdist (balance);
-    shards cost their share, unknown items the median, and ties keep the collection order."""
+    """order(items): ascending measured cost for -x (time to first failure) when no item kills a catalogued
+    mutant, descending under xdist (balance); shards cost their share, unknown items the median, and ties
+    keep the collection order."""
     from types import SimpleNamespace
 
     from properties import ordering
@@ -108,6 +109,7 @@ def test_items_run_cheapest_first_under_maxfail_and_longest_first_under_xdist():
     items.append(SimpleNamespace(nodeid="t.py::dear[shard0of16]",
                                  callspec=SimpleNamespace(params={"shard": Shard(0, 16, 2, 32)})))
     saved, ordering._costs, ordering._fallback = (ordering._costs, ordering._fallback), known, None
+    saved_kills, ordering._kills = ordering._kills, {}
     try:
         ordering.order(items, longest_first=False)
         assert [i.nodeid for i in items] == ["t.py::cheap", "t.py::dear[shard0of16]", "t.py::new", "t.py::mid",
@@ -119,6 +121,27 @@ def test_items_run_cheapest_first_under_maxfail_and_longest_first_under_xdist():
         assert ordering.cost(slow) == 40.0  # an unmeasured slow item costs the dearest measured one
         # a checkout's node ids and an installed suite's (relative to site-packages/properties) share costs
         assert ordering.seconds("properties/t.py::mid") == ordering.seconds("t.py::mid") == 5.0
+    finally:
+        ordering._costs, ordering._fallback = saved
+        ordering._kills = saved_kills
+
+
+def test_fail_fast_order_is_greedy_in_kills_per_second():
+    """by_kill_power: item i next iff it maximises (|K_i minus killed| + PRIOR) / max(c_i, FLOOR); items whose
+    mutants are all killed fall back to PRIOR / c_i, i.e. cheapest first."""
+    from types import SimpleNamespace
+
+    from properties import ordering
+
+    saved, ordering._costs, ordering._fallback = (ordering._costs, ordering._fallback), \
+        {"t.py::a": 1.0, "t.py::b": 0.1, "t.py::c": 2.0, "t.py::d": 0.5, "t.py::e": 1.0}, None
+    try:
+        items = [SimpleNamespace(nodeid=f"t.py::{n}") for n in "abcde"]
+        # c: (10 + .3) / 2 = 5.15 first; then b: .3 / .1 = 3; e keeps 2 live kills: 2.3 / 1; d: .6; a (its
+        # one mutant killed by c): .3
+        kills = {"t.py::c": frozenset("xyz1234567"), "t.py::a": frozenset("x"), "t.py::e": frozenset("pq")}
+        assert [i.nodeid[-1] for i in ordering.by_kill_power(items, kills)] == list("cbeda")
+        assert [i.nodeid[-1] for i in ordering.by_kill_power(items, {})] == list("bdaec")
     finally:
         ordering._costs, ordering._fallback = saved
     assert ordering.base_id("a.py::f[x-shard3of16]") == "a.py::f[x]" and ordering.base_id("a.py::f[shard1of4]") == "a.py::f"
