@@ -36,18 +36,27 @@ KILLS = Path(__file__).with_name("kills.json")
 PRIOR = 0.3  # kills credited to every item (see the module docstring)
 FLOOR = 0.01  # s: an item costs at least pytest's own per-item overhead, whatever the table says
 _SHARD = re.compile(r"-?shard\d+of\d+")
+_table: Optional[dict] = None
 _costs: Optional[dict] = None
 _kills: Optional[dict] = None
 _fallback: Optional[tuple] = None  # (median, maximum) of the table: the cost of an unmeasured item
 
 
+def costs_table() -> dict:
+    """costs.json: {"seconds": {key: s}, "max_examples": {key: n}} (empty if missing or unreadable)."""
+    global _table
+    if _table is None:
+        try:
+            _table = json.loads(COSTS.read_text())
+        except (OSError, ValueError):
+            _table = {}
+    return _table
+
+
 def costs() -> dict:
     global _costs
     if _costs is None:
-        try:
-            _costs = json.loads(COSTS.read_text())["seconds"]
-        except (OSError, ValueError, KeyError):
-            _costs = {}
+        _costs = costs_table().get("seconds", {})
     return _costs
 
 
@@ -84,12 +93,26 @@ def seconds(nodeid: str, slow: bool = False) -> float:
     return measured if measured is not None else _fallback[1 if slow else 0]
 
 
+def max_examples(item) -> Optional[int]:
+    """The max_examples a Hypothesis test item runs with (None for other items)."""
+    settings = getattr(getattr(item, "obj", None), "_hypothesis_internal_use_settings", None)
+    return getattr(settings, "max_examples", None)
+
+
 def cost(item) -> float:
+    """Measured seconds, scaled for a Hypothesis item by the examples it runs now over those it ran when
+    measured (a shard runs its share; the nightly profile 20x ci's), so that under nightly a property's
+    shards and the fixed-cost items (DDP, FSDP) are compared in the same currency."""
     slow = hasattr(item, "get_closest_marker") and item.get_closest_marker("slow") is not None
     callspec = getattr(item, "callspec", None)
     shard = callspec.params.get("shard") if callspec is not None else None
-    share = shard.examples / shard.total if shard is not None and getattr(shard, "total", 0) else 1.0
-    return seconds(item.nodeid, slow) * share
+    measured = costs_table().get("max_examples", {}).get(key(item.nodeid))
+    now = shard.examples if shard is not None else max_examples(item)
+    if measured and now:
+        scale = now / measured
+    else:  # not measured as a Hypothesis test: a shard still costs its share
+        scale = shard.examples / shard.total if shard is not None and getattr(shard, "total", 0) else 1.0
+    return seconds(item.nodeid, slow) * scale
 
 
 def order(items: list, longest_first: bool) -> None:

@@ -64,17 +64,24 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    pinning.configure()
     ordering.dispatch_one_at_a_time(config)
     config.pluginmanager.register(sharding.ShardPlugin(config), "gpt-properties-sharding")
-    # The drawn models are tiny: intra-op threads only add synchronisation, and under xdist every worker
-    # would spawn one per core (measured: the suite runs ~4x faster serially with one thread).
-    # GPT_PROPERTIES_THREADS=N overrides.
-    import torch
+    if _runs_tests(config):
+        pinning.configure()
+        # The drawn models are tiny: intra-op threads only add synchronisation, and under xdist every worker
+        # would spawn one per core (measured: the suite runs ~4x faster serially with one thread).
+        # GPT_PROPERTIES_THREADS=N overrides.
+        import torch
 
-    torch.set_num_threads(int(os.environ.get("GPT_PROPERTIES_THREADS", "1")))
+        torch.set_num_threads(int(os.environ.get("GPT_PROPERTIES_THREADS", "1")))
     if config.getoption("--gpt-properties-json") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(record.Recorder(config), "gpt-properties-recorder")
+
+
+def _runs_tests(config) -> bool:
+    """False in xdist's controller, which only hands out items: it imports no torch before the workers start
+    (on the 16-core GPU host, importing torch and gpt takes 11 s of the 34 s before the first item)."""
+    return hasattr(config, "workerinput") or getattr(config.option, "numprocesses", None) in (None, 0)
 
 
 def _subject(config):
@@ -96,9 +103,12 @@ def _subject(config):
     return config.stash[SUBJECT_KEY]
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session):
-    """Load and validate the subject once, before any test (xdist: in the controller, before the
-    workers start); a subject that cannot run stops the session with one message."""
+    """Load and validate the subject once, before any test; a subject that cannot run stops the session
+    with one message. Under xdist the controller does it while its workers start up (xdist starts them in
+    its own trylast sessionstart, which, registered later, runs before this one): before any item, but not
+    delaying the workers' imports and collection."""
     config = session.config
     if hasattr(config, "workerinput"):
         return

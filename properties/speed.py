@@ -24,6 +24,8 @@ import time
 
 import pytest
 
+from properties import ordering
+
 
 class ExampleCounter:
     """pytest plugin: wraps each Hypothesis test's inner test (the documented hook for wrapping) to count
@@ -32,6 +34,7 @@ class ExampleCounter:
     def __init__(self) -> None:
         self.rows: dict[str, dict] = {}
         self.phases: dict[str, float] = {}  # node id -> setup + call + teardown seconds
+        self.max_examples: dict[str, int] = {}  # node id -> max_examples of a Hypothesis test, as it ran
 
     def pytest_runtest_logreport(self, report):
         self.phases[report.nodeid] = self.phases.get(report.nodeid, 0.0) + report.duration
@@ -48,6 +51,7 @@ class ExampleCounter:
                 return inner(*args, **kwargs)
 
             hyp.inner_test = counted
+            self.max_examples[item.nodeid] = ordering.max_examples(item)
         start = time.perf_counter()
         outcome = yield
         row["seconds"] += time.perf_counter() - start
@@ -88,7 +92,7 @@ def main(argv=None) -> int:
     print(f"{'total (one process)':<90} {total_ex:>8} {serial:>8.2f} {total_ex / serial:>8.1f}")
     result = {"serial_seconds": serial, "examples": total_ex, "tests": dict(rows)}
     if args.write_costs:
-        write_costs(args.write_costs, counter.phases, pytest_args)
+        write_costs(args.write_costs, counter.phases, counter.max_examples, pytest_args)
     if args.sharded:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "pytest", "-n", "auto", "-q", "-p", "no:cacheprovider", *pytest_args],
@@ -101,8 +105,9 @@ def main(argv=None) -> int:
     return int(code)
 
 
-def write_costs(path: str, phases: dict, pytest_args: list[str]) -> None:
-    """The cost table properties/ordering.py sorts by: seconds per ordering.key (shards summed)."""
+def write_costs(path: str, phases: dict, max_examples: dict, pytest_args: list[str]) -> None:
+    """The cost table properties/ordering.py sorts by: seconds per ordering.key (shards summed), and the
+    max_examples each Hypothesis test ran with (its cost scales with it under another profile)."""
     import os
     import platform
 
@@ -113,7 +118,8 @@ def write_costs(path: str, phases: dict, pytest_args: list[str]) -> None:
         seconds[key(nodeid)] = seconds.get(key(nodeid), 0.0) + s
     table = {"command": " ".join(["python -m properties.speed --write-costs", path, *pytest_args]),
              "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
-             "seconds": {k: round(v, 3) for k, v in sorted(seconds.items())}}
+             "seconds": {k: round(v, 3) for k, v in sorted(seconds.items())},
+             "max_examples": {key(n): m for n, m in sorted(max_examples.items()) if m}}
     with open(path, "w") as f:
         json.dump(table, f, indent=0)
         f.write("\n")
