@@ -33,6 +33,7 @@ from typing import Optional
 
 COSTS = Path(__file__).with_name("costs.json")
 KILLS = Path(__file__).with_name("kills.json")
+LOADGROUP_KEY = "gpt_properties_loadgroup"  # workerinput: the controller switched xdist to loadgroup
 PRIOR = 0.3  # kills credited to every item (see the module docstring)
 FLOOR = 0.01  # s: an item costs at least pytest's own per-item overhead, whatever the table says
 _SHARD = re.compile(r"-?shard\d+of\d+")
@@ -71,9 +72,16 @@ def kills() -> dict:
     return _kills
 
 
+def plain_id(nodeid: str) -> str:
+    """The node id without the ``@group`` suffix xdist's ``loadgroup`` adds to ``xdist_group`` items (its own
+    rule: an ``@`` after the last ``]``): the id pytest selects by, and seeds and costs are keyed by."""
+    at = nodeid.rfind("@")
+    return nodeid[:at] if at > nodeid.rfind("]") else nodeid
+
+
 def base_id(nodeid: str) -> str:
     """The node id without its shard: ``t.py::f[shard3of16]`` -> ``t.py::f``, ``f[a-shard1of4]`` -> ``f[a]``."""
-    return _SHARD.sub("", nodeid).replace("[]", "")
+    return _SHARD.sub("", plain_id(nodeid)).replace("[]", "")
 
 
 def key(nodeid: str) -> str:
@@ -152,17 +160,30 @@ def by_kill_power(items: list, table: Optional[dict] = None) -> list:
     return chosen
 
 
-def dispatch_one_at_a_time(config) -> None:
-    """Under longest first, make xdist hand out items one at a time, in the collection order.
+def balance_xdist(config) -> None:
+    """Under longest first, make xdist hand out items one at a time, in the collection order, and keep the
+    ``xdist_group`` items (the distributed properties) on one worker.
 
     xdist's ``load`` scheduler starts each worker with a *consecutive* chunk of a quarter of its share
     (so that module fixtures are set up once): sorted longest first, worker 0 got the 32 longest items of
     the nightly suite and the others short ones, and on 16 workers the mean worker then idled 52 s of a
-    156 s run waiting for worker 0 (measured with ``properties.timeline``). ``--maxschedchunk 1`` makes
-    the first chunk 2 items and every refill 1-2 items, which is the greedy longest-processing-time
-    schedule. A ``--maxschedchunk`` the user gave is kept.
+    156 s run waiting for worker 0 (measured with ``properties.timeline``). ``loadgroup`` sends a group
+    as one unit, first (the largest), and every other item as its own unit, refilling a worker when it has
+    2 or fewer left: the greedy longest-processing-time schedule. The DDP/FSDP/TP properties share a pool
+    of rank processes that takes ~11 s to start on the 16-core host (they import torch): spread over 16
+    workers, that was 16 starts, ~170 s of a 1133 s nightly run. A ``--dist`` the user gave is kept
+    (under ``load``, with one item per refill: ``--maxschedchunk 1`` unless given).
     """
-    if longest_first(config) and getattr(config.option, "maxschedchunk", "absent") is None:
+    if hasattr(config, "workerinput"):  # a worker parses the command line itself: told by the controller
+        if config.workerinput.get(LOADGROUP_KEY):
+            config.option.loadgroup = True  # xdist then suffixes xdist_group items' ids, as loadgroup needs
+        return
+    if not longest_first(config):
+        return
+    chosen = any(a == "-d" or a.startswith("--dist") for a in config.invocation_params.args)
+    if not chosen and getattr(config.option, "dist", None) == "load":
+        config.option.dist = "loadgroup"
+    if getattr(config.option, "maxschedchunk", "absent") is None:
         config.option.maxschedchunk = 1
 
 

@@ -40,6 +40,7 @@ MARKERS = (
     "in conformance mode or from an installed package",
     "gpt_internal: checks internals of this project's gpt package; not collected for other subjects",
     "needs(*capabilities): the subject capabilities the property needs; skipped with the reason otherwise",
+    "xdist_group(name): run on one xdist worker (registered by pytest-xdist too; here for runs without it)",
 )
 SUBJECT_KEY = pytest.StashKey[object]()
 
@@ -64,7 +65,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    ordering.dispatch_one_at_a_time(config)
+    ordering.balance_xdist(config)
     config.pluginmanager.register(sharding.ShardPlugin(config), "gpt-properties-sharding")
     if _runs_tests(config):
         pinning.configure()
@@ -76,6 +77,12 @@ def pytest_configure(config):
         torch.set_num_threads(int(os.environ.get("GPT_PROPERTIES_THREADS", "1")))
     if config.getoption("--gpt-properties-json") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(record.Recorder(config), "gpt-properties-recorder")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist controller, per worker: whether ordering.balance_xdist chose loadgroup (workers do not see it)."""
+    node.workerinput[ordering.LOADGROUP_KEY] = node.config.getvalue("dist") == "loadgroup"
 
 
 def _runs_tests(config) -> bool:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+from properties import ordering
+
 SEED_KEY = "gpt_properties_shard_seed"
 MIN_EXAMPLES = 5
 DERANDOMIZED_BASE = "derandomize"  # the base seed of a test whose settings derandomize
@@ -145,7 +147,7 @@ class ShardPlugin:
         test = getattr(item.obj, "__func__", item.obj)  # the @given wrapper; a method's function
         saved = test._hypothesis_internal_use_settings, test._hypothesis_internal_use_seed
         phases = saved[0].phases if shard.index == 0 else tuple(p for p in saved[0].phases if p != Phase.explicit)
-        base_id = item.nodeid.replace(str(shard), "shard")
+        base_id = ordering.plain_id(item.nodeid).replace(str(shard), "shard")  # the same under loadgroup
         # differing_executors: a test method runs on a fresh instance per item, as for any parametrized
         # test, for which Hypothesis' own pytest plugin turns this check off too
         test._hypothesis_internal_use_settings = settings(
@@ -171,7 +173,7 @@ class ShardPlugin:
         seed = "" if base == DERANDOMIZED_BASE else f" --hypothesis-seed {shlex.quote(str(base))}"
         report.sections.append(("gpt-properties shard", (
             f"{shard}: {shard.examples} of the property's {shard.total} examples, seed hash(base {base}, "
-            f"this test, {shard.index})\nrerun this shard: python -m pytest {shlex.quote(item.nodeid)}"
+            f"this test, {shard.index})\nrerun this shard: python -m pytest {shlex.quote(ordering.plain_id(item.nodeid))}"
             + (f" --subject {shlex.quote(spec)}" if spec else "")
             + f" --hypothesis-profile {profile} --shards {self.shards}{seed} -p no:cacheprovider\n"
             "(a failure replayed from the example database reruns without --hypothesis-seed; the "

@@ -145,3 +145,31 @@ def test_fail_fast_order_is_greedy_in_kills_per_second():
     finally:
         ordering._costs, ordering._fallback = saved
     assert ordering.base_id("a.py::f[x-shard3of16]") == "a.py::f[x]" and ordering.base_id("a.py::f[shard1of4]") == "a.py::f"
+
+
+def test_xdist_runs_the_distributed_group_on_one_worker_unless_told_otherwise():
+    """balance_xdist: under longest first, --dist load (implied by -n) becomes loadgroup and refills are one
+    item; an explicit --dist and --maxschedchunk are kept; -x keeps xdist's defaults. plain_id drops
+    loadgroup's '@group' suffix (xdist's rule: an '@' after the last ']') so seeds and costs do not change."""
+    from types import SimpleNamespace
+
+    from properties import ordering
+
+    def config(args, maxfail=0, dist="load", chunk=None):
+        option = SimpleNamespace(numprocesses=2, dist=dist, maxschedchunk=chunk)
+        return SimpleNamespace(option=option, invocation_params=SimpleNamespace(args=tuple(args)),
+                               getoption=lambda name, default=None: maxfail if name == "maxfail" else default)
+
+    for args, maxfail, chunk, expected in [(["-n", "2"], 0, None, ("loadgroup", 1)),
+                                           (["-n", "2", "--dist", "load"], 0, None, ("load", 1)),
+                                           (["-n", "2", "--maxschedchunk", "8"], 0, 8, ("loadgroup", 8)),
+                                           (["-n", "2", "-x"], 1, None, ("load", None))]:
+        c = config(args, maxfail, chunk=chunk)
+        ordering.balance_xdist(c)
+        assert (c.option.dist, c.option.maxschedchunk) == expected, args
+    worker = SimpleNamespace(workerinput={ordering.LOADGROUP_KEY: True}, option=SimpleNamespace(loadgroup=False))
+    ordering.balance_xdist(worker)
+    assert worker.option.loadgroup
+    assert ordering.plain_id("t.py::f[cpu-gloo]@distributed") == "t.py::f[cpu-gloo]"
+    assert ordering.plain_id("t.py::f[a@b]") == "t.py::f[a@b]" and ordering.plain_id("t.py::g@grp") == "t.py::g"
+    assert ordering.key("properties/t.py::f[x-shard2of4]@distributed") == "t.py::f[x]"

@@ -24,6 +24,9 @@ from properties.harness import draw_config, gpt_only
 from properties.subject import ENV_VAR
 from strategies import seeds, token_batches
 
+# one worker runs them all under xdist: they share one pool of rank processes (properties.ordering.balance_xdist)
+pytestmark = [pytest.mark.xdist_group("distributed")]
+
 WORLD_SIZE = 2
 
 

@@ -21,6 +21,9 @@ from properties.sharded import BROKEN, replay_check
 from properties.test_ddp import ddp_pool, subject_spec  # noqa: F401  (the session's shared rank pool)
 from strategies import seeds, token_batches
 
+# one worker runs them all under xdist: they share one pool of rank processes (properties.ordering.balance_xdist)
+pytestmark = [pytest.mark.xdist_group("distributed")]
+
 IGNORE = -100
 NIGHTLY = settings.get_current_profile_name() == "nightly"
 # depth for the nightly profile: the default run keeps one FSDP2 and one TP configuration (budget)
