@@ -134,3 +134,22 @@ def test_example_catalog_runs_against_the_example_subject():
                                                                              runner.parse_args([]).subject))
     with pytest.raises(SystemExit):
         runner.select([MUTANTS[0].name], "example")
+
+
+def test_kill_table_names_catalogued_mutants_and_a_test_per_key(tmp_path):
+    """kills.json (the fail-fast order's table) names only mutants of the catalog, every key is a
+    ``file::test`` id, and killpower refuses a fail-fast report (its failures stop at the first killer)."""
+    import json
+
+    from properties import ordering
+    from properties.mutation import killpower
+
+    table = json.loads(ordering.KILLS.read_text())
+    names = {m.name for m in MUTANTS}
+    for key, killed in table["kills"].items():
+        assert re.fullmatch(r"test_\w+\.py::test_\w+(\[.*\])?", key), key
+        assert set(killed) <= names, f"{key}: {sorted(set(killed) - names)} are not in the catalog (renamed?)"
+    report = tmp_path / "ff.json"
+    report.write_text(json.dumps({"fail_fast": True, "mutants": []}))
+    with pytest.raises(SystemExit, match="no-fail-fast"):
+        killpower.load([str(report)])
