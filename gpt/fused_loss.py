@@ -95,6 +95,6 @@ def _at_least_float32(logits: Tensor) -> Tensor:
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
-@torch.compiler.disable  # Liger's Triton launcher does not trace (FakeTensor addmm, .item()); run it eagerly
+@torch.compiler.disable  # neither launcher traces (Liger: FakeTensor addmm, .item(); CCE: a numel test): eager
 def _eager(loss_fn, h: Tensor, weight: Tensor, t: Tensor) -> Tensor:
     return loss_fn(h, weight, t)

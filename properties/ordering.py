@@ -143,9 +143,10 @@ def by_kill_power(items: list, table: Optional[dict] = None) -> list:
     largest after recomputing is the true maximum.
     """
     table = kills() if table is None else table
-    pending = sorted(items, key=cost)  # ties: cheapest first, then the collection order
+    priced = sorted(((cost(item), i, item) for i, item in enumerate(items)), key=lambda c: c[:2])
+    pending = [item for _, _, item in priced]  # ties: cheapest first, then the collection order
     killed = [table.get(key(item.nodeid), frozenset()) for item in pending]
-    seconds_ = [max(cost(item), FLOOR) for item in pending]
+    seconds_ = [max(c, FLOOR) for c, _, _ in priced]
     alive = set().union(*killed)
 
     def rate(j: int) -> float:

@@ -31,7 +31,8 @@ def reproducer(entry, data) -> str:
 
 
 def _order(entry) -> float:
-    """The plugin's cheapest-first order (xdist reports in completion order)."""
+    """Cheapest first by measured cost (properties/costs.json), whatever order the run had (xdist reports in
+    completion order; one process runs by kill power, properties/ordering.py)."""
     from properties.ordering import seconds
 
     return seconds(entry["nodeid"])

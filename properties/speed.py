@@ -111,15 +111,13 @@ def write_costs(path: str, phases: dict, max_examples: dict, pytest_args: list[s
     import os
     import platform
 
-    from properties.ordering import key
-
     seconds: dict[str, float] = {}
     for nodeid, s in phases.items():
-        seconds[key(nodeid)] = seconds.get(key(nodeid), 0.0) + s
+        seconds[ordering.key(nodeid)] = seconds.get(ordering.key(nodeid), 0.0) + s
     table = {"command": " ".join(["python -m properties.speed --write-costs", path, *pytest_args]),
              "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
              "seconds": {k: round(v, 3) for k, v in sorted(seconds.items())},
-             "max_examples": {key(n): m for n, m in sorted(max_examples.items()) if m}}
+             "max_examples": {ordering.key(n): m for n, m in sorted(max_examples.items()) if m}}
     with open(path, "w") as f:
         json.dump(table, f, indent=0)
         f.write("\n")

@@ -57,12 +57,13 @@ def selection() -> list[SimpleNamespace]:
 
 
 def time_to_kill(order: list, names: list[str], kills: dict, startup: float) -> list[float]:
+    priced = [(ordering.cost(item), kills.get(ordering.key(item.nodeid), ())) for item in order]
     out = []
     for name in names:
         t = startup
-        for item in order:
-            t += ordering.cost(item)
-            if name in kills.get(ordering.key(item.nodeid), ()):
+        for seconds, killed in priced:
+            t += seconds
+            if name in killed:
                 break
         else:
             t = float("inf")  # no test of the selection kills it
