@@ -11,8 +11,8 @@ once per worker count (``-n W``, the same Hypothesis seed each time, properties 
 by properties/sharding.py) and prints wall time, speedup over the first count, parallel efficiency, the
 summed item time (work), the wall time more workers cannot remove (fixed = wall - work / workers) and the
 largest single item's share of the work, and below each row where the wall time went per worker
-(start-up, busy, gaps between items, idle tail: properties/timeline.py). Extra arguments go to pytest (test paths, ``--shards 1`` to
-compare with unsharded properties).
+(start-up, busy, gaps between items, idle tail; all from properties/timeline.py's record of the run). Extra
+arguments go to pytest (test paths, ``--shards 1`` to compare with unsharded properties).
 """
 from __future__ import annotations
 
@@ -128,7 +128,6 @@ def scaling(workers: list[int], pytest_args: list[str]) -> dict:
     """Run the CPU suite at each worker count; one row per count (wall, speedup, efficiency, largest item)."""
     import os
     import tempfile
-    import xml.etree.ElementTree as ET
 
     from properties import timeline
 
@@ -141,18 +140,16 @@ def scaling(workers: list[int], pytest_args: list[str]) -> dict:
           f"{'largest item s':>15} {'share':>6}  largest item", flush=True)
     for w in workers:
         with tempfile.TemporaryDirectory() as tmp:
-            xml, trace = os.path.join(tmp, "junit.xml"), os.path.join(tmp, "timeline.json")
+            trace = os.path.join(tmp, "timeline.json")
             cmd = [sys.executable, "-m", "pytest", "-n", str(w) if w > 1 else "0", "-q", "-p", "no:cacheprovider",
-                   "-p", "properties.timeline", "-m", "not gpu and not slow", f"--junitxml={xml}", *pytest_args]
+                   "-p", "properties.timeline", "-m", "not gpu and not slow", *pytest_args]
             launch, start = time.time(), time.perf_counter()
             proc = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   env={**os.environ, timeline.ENV: trace})
             wall = time.perf_counter() - start
-            testcases = list(ET.parse(xml).getroot().iter("testcase")) if os.path.exists(xml) else []
             spans = timeline.split(json.load(open(trace)), launch) if os.path.exists(trace) else {}
-        cases = [(f"{c.get('classname')}::{c.get('name')}", float(c.get("time", 0))) for c in testcases] or [("", 0.0)]
-        failed = [f"{c.get('classname')}::{c.get('name')}" for c in testcases
-                  if c.find("failure") is not None or c.find("error") is not None]
+        cases = list(spans.get("items", {}).items()) or [("", 0.0)]
+        failed = spans.get("failed", [])
         name, largest = max(cases, key=lambda c: c[1])
         total = sum(t for _, t in cases) or 1.0
         row = dict(workers=w, wall_s=wall, items=len(cases), item_seconds=total, largest_item=name,

@@ -41,7 +41,8 @@ class Recorder:
 
     def pytest_runtest_logreport(self, report) -> None:
         gateway = getattr(getattr(report, "node", None), "gateway", None)
-        self.rows.append([getattr(gateway, "id", "main"), report.nodeid, report.when, report.start, report.stop])
+        self.rows.append([getattr(gateway, "id", "main"), report.nodeid, report.when, report.start, report.stop,
+                          report.outcome])
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
@@ -61,9 +62,10 @@ def pytest_configure(config) -> None:
 
 def split(trace: dict, launch: float) -> dict:
     """Mean over workers of start-up, busy, gaps and tail (seconds), the controller's start-up milestones
-    (seconds after launch), the last four items of each worker, and per-item busy seconds."""
+    (seconds after launch), the last four items of each worker, per-item busy seconds (setup + call +
+    teardown) and the items that failed or errored."""
     rows, workers = trace["rows"], {}
-    for worker, _, _, start, stop in rows:
+    for worker, _, _, start, stop, _ in rows:
         workers.setdefault(worker, []).append((start, stop))
     if not workers:
         return {}
@@ -82,12 +84,13 @@ def split(trace: dict, launch: float) -> dict:
     out["marks"] = {k: [round(t - launch, 2) for t in v] if isinstance(v, list) else round(v - launch, 2)
                     for k, v in marks.items()}
     last: dict[str, list] = {}
-    for worker, nodeid, when, start, stop in sorted(rows, key=lambda r: r[3]):
+    for worker, nodeid, when, start, stop, _ in sorted(rows, key=lambda r: r[3]):
         if when == "call":
             last.setdefault(worker, []).append([nodeid, round(start - launch, 1), round(stop - start, 2)])
     out["last_items"] = {w: v[-4:] for w, v in last.items()}
     items: dict[str, float] = {}
-    for _, nodeid, _, start, stop in rows:
+    for _, nodeid, _, start, stop, _ in rows:
         items[nodeid] = items.get(nodeid, 0.0) + stop - start
     out["items"] = items
+    out["failed"] = list(dict.fromkeys(nodeid for _, nodeid, _, _, _, outcome in rows if outcome == "failed"))
     return out
