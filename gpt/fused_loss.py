@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from .eager import outside_graphs
+
 
 PACKAGES = {"liger": "liger-kernel", "cce": "cut-cross-entropy"}  # fused linear cross-entropy -> its pip name
 FUSED = tuple(PACKAGES)
@@ -95,6 +97,6 @@ def _at_least_float32(logits: Tensor) -> Tensor:
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
-@torch.compiler.disable  # neither launcher traces (Liger: FakeTensor addmm, .item(); CCE: a numel test): eager
+@outside_graphs  # neither launcher traces (Liger: FakeTensor addmm, .item(); CCE: a numel test): eager
 def _eager(loss_fn, h: Tensor, weight: Tensor, t: Tensor) -> Tensor:
     return loss_fn(h, weight, t)

@@ -34,6 +34,8 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import Tensor
 
+from .eager import outside_graphs
+
 _KERNELS = "attn_backend='flex', 'sdpa' or 'math'"
 
 # (q (N, nh, hs), k, v (N, nqg, hs), cu_seqlens (R + 1,) int32, max_seqlen, window_size (left, right)) -> (N, nh, hs)
@@ -112,7 +114,7 @@ def pack(pos: Tensor, seg: Tensor, valid: Optional[Tensor], windows: Iterable[Op
     return Packing(cu_seqlens, int(longest), refusals)
 
 
-@torch.compiler.disable  # data-dependent sizes and host syncs: one graph break, before the blocks
+@outside_graphs  # data-dependent sizes and host syncs: one graph break, before the blocks
 def pack_layout(layout, windows: Iterable[Optional[int]]):
     """``layout`` (a gpt.masks.Layout with segment ids) with its Packing for ``windows`` attached."""
     return dataclasses.replace(layout, varlen=pack(layout.pos, layout.segment, layout.valid, windows))

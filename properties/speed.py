@@ -133,6 +133,12 @@ def scaling(workers: list[int], pytest_args: list[str]) -> dict:
 
     if not any(a.startswith("--hypothesis-seed") for a in pytest_args):
         pytest_args = [*pytest_args, "--hypothesis-seed", "1"]  # the same examples at every count
+    warm = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *pytest_args]
+    start = time.perf_counter()
+    # every count then starts from compiled, assertion-rewritten bytecode (what a user's second run finds),
+    # not the first one alone from a fresh checkout's sources
+    subprocess.run(warm, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"warm-up (pytest --collect-only, not timed below): {time.perf_counter() - start:.1f} s", flush=True)
     rows = []
     # work: the summed item times; fixed: wall - work / workers, what more workers do not shrink (interpreter
     # and torch start-up, collection, scheduling, the last items' tail)
@@ -164,6 +170,9 @@ def scaling(workers: list[int], pytest_args: list[str]) -> dict:
                   f"busy {spans['busy']:.1f}, gaps {spans['gaps']:.1f}, tail {spans['tail']:.1f}; "
                   f"shutdown {wall - spans['startup'] - spans['busy'] - spans['gaps'] - spans['tail']:.1f}; "
                   f"controller after launch: {spans['marks']}", flush=True)
+            if spans.get("startup_phases"):
+                print(f"{'':>7} start-up per worker, mean s: " + ", ".join(
+                    f"{name} {s:.1f}" for name, s in spans["startup_phases"].items()), flush=True)
         for nodeid in failed:  # a failed run's times are not the suite's: say which items failed
             print(f"{'':>7} failed: {nodeid}", flush=True)
     return {"command": " ".join(["python -m properties.speed --scaling", ",".join(map(str, workers)), *pytest_args]),

@@ -9,7 +9,12 @@ then decomposes the wall time of each worker, from the launch of the run to the 
     wall = start-up (launch -> its first item) + busy (its items' phases) + gaps (between its items:
            waiting for the controller, collection of a late module) + tail (its last item -> the run's last)
 
-so an xdist run that does not scale says which of the four grew.
+so an xdist run that does not scale says which of the four grew. Each worker also records its own start-up
+milestones (``WorkerMarks``, handed to the controller in xdist's workeroutput), which ``split`` turns into
+the phases of the start-up: spawn (launch -> the worker's process exists), boot (-> pytest configured its
+plugins), configure (-> its session starts: every plugin configured, the torch import), collect (-> its items
+collected) and
+wait (-> its first item: every worker's collection must reach the controller before any item is sent).
 """
 from __future__ import annotations
 
@@ -47,6 +52,9 @@ class Recorder:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
         self.marks.setdefault("workers_down", []).append(time.time())
+        worker = getattr(node, "workeroutput", {}).get(WORKER_KEY)
+        if worker:
+            self.marks.setdefault("workers", {})[node.gateway.id] = worker
 
     def pytest_sessionfinish(self) -> None:
         self.marks["finish"] = time.time()
@@ -54,10 +62,59 @@ class Recorder:
             json.dump({"rows": self.rows, "marks": self.marks}, f)
 
 
+class WorkerMarks:
+    """In an xdist worker: epoch seconds of its start-up milestones, sent to the controller when it stops."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.marks = {"process": _process_start(), "boot": time.time()}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self) -> None:
+        self.marks["configured"] = time.time()  # every plugin's pytest_configure has run
+
+    def pytest_collection_finish(self) -> None:
+        self.marks["collected"] = time.time()
+        self.config.workeroutput[WORKER_KEY] = self.marks
+
+
+def _process_start() -> float | None:
+    """This process's start (epoch s) from /proc, where there is one."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks after boot
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+WORKER_KEY = "gpt_properties_timeline"
+PHASES = ("spawn", "boot", "configure", "collect", "wait")  # a worker's start-up, in order
+
+
+@pytest.hookimpl(tryfirst=True)  # a worker's "boot" mark before the other plugins configure (torch)
 def pytest_configure(config) -> None:
     path = os.environ.get(ENV)
-    if path and not hasattr(config, "workerinput"):
+    if not path:
+        return
+    if hasattr(config, "workerinput"):
+        config.pluginmanager.register(WorkerMarks(config), "gpt-properties-timeline-worker")
+    else:
         config.pluginmanager.register(Recorder(path), "gpt-properties-timeline")
+
+
+def worker_phases(marks: dict, launch: float, first_items: dict) -> dict:
+    """Mean seconds of each start-up phase (PHASES) over the workers that sent their milestones."""
+    phases: dict[str, list] = {name: [] for name in PHASES}
+    for worker, m in marks.get("workers", {}).items():
+        if worker not in first_items or m.get("process") is None:
+            continue
+        points = [launch, m["process"], m["boot"], m["configured"], m["collected"], first_items[worker]]
+        for name, a, b in zip(PHASES, points, points[1:]):
+            phases[name].append(b - a)
+    return {name: statistics.fmean(v) for name, v in phases.items() if v}
 
 
 def split(trace: dict, launch: float) -> dict:
@@ -81,8 +138,9 @@ def split(trace: dict, launch: float) -> dict:
     out = {name: statistics.fmean(values) for name, values in parts.items()}
     out["first_start_max"] = max(parts["startup"])
     marks = trace.get("marks", {})
+    out["startup_phases"] = worker_phases(marks, launch, {w: min(s for s, _ in spans) for w, spans in workers.items()})
     out["marks"] = {k: [round(t - launch, 2) for t in v] if isinstance(v, list) else round(v - launch, 2)
-                    for k, v in marks.items()}
+                    for k, v in marks.items() if k != "workers"}
     last: dict[str, list] = {}
     for worker, nodeid, when, start, stop, _ in sorted(rows, key=lambda r: r[3]):
         if when == "call":
