@@ -10,6 +10,7 @@ that ``gpt-properties check`` turns into a report (``properties.report``).
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -110,18 +111,34 @@ def _subject(config):
     return config.stash[SUBJECT_KEY]
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(wrapper=True)
 def pytest_sessionstart(session):
     """Load and validate the subject once, before any test; a subject that cannot run stops the session
-    with one message. Under xdist the controller does it while its workers start up (xdist starts them in
-    its own trylast sessionstart, which, registered later, runs before this one): before any item, but not
-    delaying the workers' imports and collection."""
+    with one message. A wrapper, so it runs after every sessionstart implementation: under xdist after
+    the controller's, which starts the workers, so the check (importing torch and gpt: 4-6 s on the 16-core
+    host) overlaps their start-up instead of delaying it (as a trylast implementation it ran first: pluggy
+    calls trylast implementations last-registered first, and xdist registers its controller later)."""
+    result = yield
     config = session.config
     if hasattr(config, "workerinput"):
-        return
+        return result
     problem = check_subject(config.getoption("--subject"), lambda: _subject(config))
     if problem:  # pytest prints "ERROR: <problem>" once and exits 4 (usage error), no test counted
         raise pytest.UsageError(problem)
+    _freeze_heap()
+    return result
+
+
+def pytest_collection_finish(session):
+    _freeze_heap()
+
+
+def _freeze_heap() -> None:
+    """What is alive once the subject is loaded and the items collected (torch, gpt, the test modules and
+    their strategies) lives to the end of the session: gc.freeze() takes it out of the cyclic collector's
+    scans, so each full collection, and the five pytest runs at exit, scan only what the tests made.
+    Measured on 2 cores with transformers loaded: 1.0 s less from a worker's last item to its exit."""
+    gc.freeze()
 
 
 def pytest_report_header(config):

@@ -79,14 +79,14 @@ class WorkerMarks:
 
 
 def _process_start() -> float | None:
-    """This process's start (epoch s) from /proc, where there is one."""
+    """This process's start (epoch s), where /proc says when it started: its age on the boot clock
+    subtracted from now (not /proc/stat's btime, whole seconds that drift from the wall clock)."""
     try:
         with open("/proc/self/stat") as f:
             ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, in clock ticks after boot
-        with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):
         return None
 
 
