@@ -83,6 +83,8 @@ BUG_CLASSES: dict[str, str] = {
     "fused-loss": "a training loss path (padded head, fused linear + cross-entropy) differs from CE of the logits",
     "varlen": "packed rows mapped to flash-attn's varlen sequences wrongly (cu_seqlens, max_seqlen, window, "
               "which packings it claims to express)",
+    "compile-boundary": "code meant to run outside torch.compile's graphs (host syncs, untraceable launchers) "
+                        "traced into them, or torch._dynamo imported by `import gpt`",
 }
 REQUIRED_BUG_CLASSES: tuple[str, ...] = tuple(list(BUG_CLASSES)[:24])
 
@@ -899,6 +901,22 @@ MUTANTS += [
        "moe.py",
        "gelu_approximate=config.gelu_approximate))",
        "gelu_approximate=\"none\"))"),
+]
+
+# ------------------------------------------------------------------ outside torch.compile's graphs (gpt/eager.py)
+MUTANTS += [
+    _m("eager_outside_graphs_traced", "compile-boundary",
+       "outside_graphs calls the function itself also while Dynamo traces: packing and the fused-loss launchers "
+       "are inlined into the compiled graphs (host syncs, data-dependent sizes)",
+       "eager.py",
+       "        if not torch.compiler.is_compiling():\n",
+       "        if True:\n"),
+    _m("varlen_disable_at_import", "compile-boundary",
+       "pack_layout decorated with torch.compiler.disable at import: every process importing gpt imports "
+       "torch._dynamo (1 s here, 5.6 s on a 16-core host), also those that never compile",
+       "varlen.py",
+       "@outside_graphs  # data-dependent sizes",
+       "@torch.compiler.disable  # data-dependent sizes"),
 ]
 
 # ------------------------------------------------------------------ packed rows through flash varlen (issue 20: varlen)
