@@ -8,11 +8,11 @@ Runs the CPU suite in one process (so per-property times are not mixed across wo
 examples each property executes, and prints a table sorted by wall time. ``--sharded`` also times the
 whole suite as users run it, ``python -m pytest -n auto``. ``--scaling 1,2,4`` instead runs the suite
 once per worker count (``-n W``, the same Hypothesis seed each time, properties sharded under ``nightly``
-by properties/sharding.py; after one untimed ``--collect-only`` that compiles the bytecode) and prints wall time, speedup over the first count, parallel efficiency, the
-summed item time (work), the wall time more workers cannot remove (fixed = wall - work / workers) and the
-largest single item's share of the work, and below each row where the wall time went per worker
-(start-up, busy, gaps between items, idle tail; all from properties/timeline.py's record of the run). Extra
-arguments go to pytest (test paths, ``--shards 1`` to compare with unsharded properties).
+by properties/sharding.py; after one untimed ``--collect-only`` that compiles the bytecode) and prints wall
+time, speedup over the first count, parallel efficiency, the summed item time (work), the wall time more
+workers cannot remove (fixed = wall - work / workers) and the largest single item's share of the work, and
+below each row where the wall time went per worker (start-up and its phases, busy, gaps between items, idle
+tail; all from properties/timeline.py's record of the run). Extra arguments go to pytest (test paths, ``--shards 1`` to compare with unsharded properties).
 """
 from __future__ import annotations
 

@@ -11,10 +11,10 @@ then decomposes the wall time of each worker, from the launch of the run to the 
 
 so an xdist run that does not scale says which of the four grew. Each worker also records its own start-up
 milestones (``WorkerMarks``, handed to the controller in xdist's workeroutput), which ``split`` turns into
-the phases of the start-up: spawn (launch -> the worker's process exists), boot (-> pytest configured its
-plugins), configure (-> its session starts: every plugin configured, the torch import), collect (-> its items
-collected) and
-wait (-> its first item: every worker's collection must reach the controller before any item is sent).
+the phases of the start-up: spawn (launch -> the worker's process exists), boot (-> pytest starts configuring
+its plugins), configure (-> its session starts: every plugin configured, the torch import), collect (-> its
+items collected) and wait (-> its first item: every worker's collection must reach the controller before any
+item is sent).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class Recorder:
         self.marks: dict = {"configured": time.time()}  # start-up milestones of the controller, epoch s
 
     def pytest_sessionstart(self) -> None:
-        self.marks["session"] = time.time()  # after the subject's check
+        self.marks["session"] = time.time()  # before the subject's check (plugin.py's sessionstart wrapper)
 
     def pytest_collection_finish(self) -> None:
         self.marks["collected"] = time.time()  # the controller's own collection (none under xdist)
@@ -127,9 +127,10 @@ def split(trace: dict, launch: float) -> dict:
     if not workers:
         return {}
     end = max(stop for spans in workers.values() for _, stop in spans)
+    firsts = {worker: min(s for s, _ in spans) for worker, spans in workers.items()}
     parts = {"startup": [], "busy": [], "gaps": [], "tail": []}
-    for spans in workers.values():
-        first, last = min(s for s, _ in spans), max(e for _, e in spans)
+    for worker, spans in workers.items():
+        first, last = firsts[worker], max(e for _, e in spans)
         busy = sum(e - s for s, e in spans)
         parts["startup"].append(first - launch)
         parts["busy"].append(busy)
@@ -138,7 +139,7 @@ def split(trace: dict, launch: float) -> dict:
     out = {name: statistics.fmean(values) for name, values in parts.items()}
     out["first_start_max"] = max(parts["startup"])
     marks = trace.get("marks", {})
-    out["startup_phases"] = worker_phases(marks, launch, {w: min(s for s, _ in spans) for w, spans in workers.items()})
+    out["startup_phases"] = worker_phases(marks, launch, firsts)
     out["marks"] = {k: [round(t - launch, 2) for t in v] if isinstance(v, list) else round(v - launch, 2)
                     for k, v in marks.items() if k != "workers"}
     last: dict[str, list] = {}
