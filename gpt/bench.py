@@ -19,170 +19,25 @@ slack, and is comparable between the two models but not with the CUDA figure.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from importlib import metadata
 from typing import Callable, Optional
 
 import torch
 from torch.nn import functional as F
 
+from .bench_models import build_model, hf_incompatibility, takes_targets
 from .config import Config, PRESETS
 from .fused_loss import FUSED, PACKAGES, fused_available, head_cross_entropy, linear_cross_entropy
+from .runtime import CPU_MEMORY_KIND, CUDA_MEMORY_KIND, DTYPES, PeakMemory, autocast, resolve_device, versions
+from .step_compile import captured, compile_options, parse_inductor
 
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CPU_MEMORY_KIND = "cpu: rise of peak RSS (ru_maxrss) over model build + steps, fresh process per model"
-CUDA_MEMORY_KIND = "cuda: torch.cuda.max_memory_allocated over model build + steps"
-
-
-# --------------------------------------------------------------------------- shared helpers
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
-    return device
-
-
-def autocast(device: torch.device, dtype: torch.dtype):
-    """Mixed precision as it is trained: fp32 weights, matmuls in ``dtype``. float32 is a no-op."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def cpu_peak_rss_mib() -> float:
-    """The process's high-water resident set size; ru_maxrss is KiB on Linux and bytes on macOS."""
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (2**20 if sys.platform == "darwin" else 2**10)
-
-
-class PeakMemory:
-    """Peak memory from ``start()`` on: CUDA allocator peak, or on CPU the rise of the process peak RSS."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.kind = CUDA_MEMORY_KIND if device.type == "cuda" else CPU_MEMORY_KIND
-        self.start()
-
-    def start(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = 0.0  # max_memory_allocated counts everything live, which is what we want
-        else:
-            self.base = cpu_peak_rss_mib()
-
-    def peak_mib(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        return cpu_peak_rss_mib() - self.base
-
-    def process_peak_mib(self) -> float:
-        """The absolute figure (CPU: whole-process peak RSS, including the Python runtime and torch)."""
-        return self.peak_mib() if self.device.type == "cuda" else cpu_peak_rss_mib()
-
-
-def versions(device: Optional[torch.device] = None) -> dict:
-    """Enough of the environment to reproduce a figure; package versions come from metadata, no imports."""
-    info = {"python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cuda": torch.version.cuda if torch.cuda.is_available() else None}
-    for pkg in ("transformers", "omegaconf", "tqdm", "matplotlib"):
-        try:
-            info[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            info[pkg] = None
-    if device is not None and device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    if hasattr(os, "getloadavg"):  # CPU figures on a shared machine mean little without this
-        info["load_average_1m"] = os.getloadavg()[0]
-    return info
-
-
-# --------------------------------------------------------------------------- models
-def hf_incompatibility(config: Config) -> Optional[str]:
-    """Why GPT2LMHeadModel cannot have this preset's shapes, or None when it can."""
-    reasons = []
-    if config.position_embedding != "learned":
-        reasons.append("rotary positions")
-    if config.norm_class_name != "LayerNorm":
-        reasons.append(config.norm_class_name)
-    if config.mlp_class_name != "GptNeoxMLP":
-        reasons.append(config.mlp_class_name)
-    if config.n_query_groups != config.n_head:
-        reasons.append("grouped kv heads")
-    if config.parallel_residual:
-        reasons.append("parallel residual")
-    if not config.tie_embeddings:
-        reasons.append("untied lm_head")
-    if config.n_head * config.head_size != config.n_embd:
-        reasons.append("head_size * n_head != n_embd")
-    if not reasons:
-        return None
-    return f"GPT2LMHeadModel cannot express {', '.join(reasons)} (preset {config.name!r})"
-
-
-def build_hf_gpt2(config: Config) -> torch.nn.Module:
-    """Hugging Face GPT2LMHeadModel with the preset's sizes, SDPA attention, random init, no hub access."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # built from a config: nothing to download, ever
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    hf_config = GPT2Config(
-        vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
-        n_layer=config.n_layer, n_head=config.n_head, n_inner=config.intermediate_size,
-        activation_function="gelu_new" if config.gelu_approximate == "tanh" else "gelu",
-        resid_pdrop=config.resid_dropout, embd_pdrop=config.embd_dropout, attn_pdrop=config.attn_dropout,
-        layer_norm_epsilon=config.norm_eps, tie_word_embeddings=True, use_cache=False,
-        bos_token_id=config.vocab_size - 1, eos_token_id=config.vocab_size - 1,  # GPT-2's 50256 may not exist
-        attn_implementation="sdpa",
-    )
-    return GPT2LMHeadModel(hf_config)
-
-
-def load_factory(spec: str) -> Callable[[Config], torch.nn.Module]:
-    """``package.module:factory`` -> the factory; it gets the preset's Config and returns an nn.Module."""
-    import importlib
-
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise SystemExit(f"--baseline must be hf_gpt2 or package.module:factory, got {spec!r}")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise SystemExit(f"--baseline {spec}: cannot load the factory ({e}); is its directory on PYTHONPATH?")
-
-
-def takes_targets(module: torch.nn.Module) -> bool:
-    """Whether ``module(idx, targets=...)`` computes its own loss (nanoGPT's convention)."""
-    import inspect
-
-    try:
-        return "targets" in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def build_model(impl: str, config: Config) -> torch.nn.Module:
-    if impl == "gpt":
-        from .model import GPT
-
-        return GPT(config)
-    if impl == "hf_gpt2":
-        return build_hf_gpt2(config)
-    return load_factory(impl)(config)
 
 
 # --------------------------------------------------------------------------- measurement
@@ -204,7 +59,10 @@ def measure(spec: dict) -> dict:
     module.to(device).train()
     n_params = sum(p.numel() for p in module.parameters())
     # foreach (torch's default) unless --fused-adamw; both models get the same optimizer
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=True if spec["fused_adamw"] else None)
+    whole = spec.get("graph_step") and spec["impl"] == "gpt"  # ours only: one CUDA graph per step
+    # foreach (torch's default) unless --fused-adamw; a captured step needs capturable state (on the GPU)
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=True if spec["fused_adamw"] else None,
+                            capturable=bool(whole))
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None  # fp16 needs loss scaling
 
     g = torch.Generator().manual_seed(spec["seed"])
@@ -231,12 +89,14 @@ def measure(spec: dict) -> dict:
     # with --compile the whole forward + loss is compiled, so the float32 upcast and the cross-entropy
     # fuse instead of materialising (B*T, vocab) float32 logits
     mode = spec["compile_mode"] if spec["impl"] == "gpt" else spec["baseline_compile_mode"]
-    loss_fn = torch.compile(loss_of, mode=None if mode == "default" else mode) if spec["compile"] else loss_of
+    options = compile_options(mode, spec.get("inductor") if spec["impl"] == "gpt" else None)
+    loss_fn = torch.compile(loss_of, **options) if spec["compile"] else loss_of
     if spec["impl"] == "gpt" and spec["loss"] in FUSED:
         if device.type == "cuda" and not fused_available(spec["loss"]):
             raise SystemExit(f"--loss {spec['loss']} needs CUDA and {PACKAGES[spec['loss']]}")
 
-    graphs = spec["compile"] and mode in ("reduce-overhead", "max-autotune")  # modes that use CUDA graphs
+    graphs = spec["compile"] and bool(options.get("options", {}).get("triton.cudagraphs",
+                                                                     mode in ("reduce-overhead", "max-autotune")))
 
     def step() -> torch.Tensor:
         if graphs:  # the previous step's graph outputs may be overwritten from here on
@@ -252,8 +112,10 @@ def measure(spec: dict) -> dict:
             scaler.update()
         return loss.detach()
 
-    for _ in range(spec["warmup"]):
+    for _ in range(spec["warmup"] - bool(whole)):  # captured() takes the last warm-up step itself
         loss = step()
+    if whole:
+        step = captured(step, device)
     times_ms = []
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -359,6 +221,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True) for both models")
     p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
                    help="torch.compile mode for our model (with --compile)")
+    p.add_argument("--inductor", action="append", default=None, metavar="KEY=VALUE",
+                   help="a torch._inductor.config setting for compiling our model, on top of --compile-mode "
+                        "(e.g. triton.enable_persistent_tma_matmul=True); repeatable; the baselines keep theirs")
+    p.add_argument("--graph-step", action="store_true",
+                   help="CUDA: capture our whole step (forward, backward, AdamW with capturable=True) in one "
+                        "CUDA graph after the warm-up and replay it")
     p.add_argument("--baseline-compile-mode", choices=COMPILE_MODES, default="default",
                    help="torch.compile mode for the baselines (default: torch.compile(model), as nanoGPT's "
                         "train.py compiles)")
@@ -400,7 +268,8 @@ def settings_from(args: argparse.Namespace) -> dict:
              dtype=args.dtype or ("bfloat16" if cuda else "float32"), backend=args.backend,
              compile=args.compile, fused_adamw=args.fused_adamw, seed=args.seed, threads=args.threads,
              hf_labels=args.hf_labels, loss=args.loss, compile_mode=args.compile_mode,
-             baseline_compile_mode=args.baseline_compile_mode, profile=args.profile,
+             baseline_compile_mode=args.baseline_compile_mode, inductor=parse_inductor(args.inductor),
+             profile=args.profile, graph_step=args.graph_step,
              baselines=args.baseline or ["hf_gpt2"],
              steps=args.steps if args.steps is not None else (20 if cuda else 10),
              warmup=args.warmup if args.warmup is not None else (5 if cuda else 3))
@@ -408,6 +277,10 @@ def settings_from(args: argparse.Namespace) -> dict:
         raise SystemExit(f"--seq-len must be in [1, block_size={block_size}] for preset {preset}, got {s['seq_len']}")
     if s["batch"] < 1 or s["steps"] < 1 or s["warmup"] < 0:
         raise SystemExit("--batch and --steps must be >= 1 and --warmup >= 0")
+    if s["graph_step"] and (not cuda or s["dtype"] == "float16" or s["warmup"] < 1
+                            or args.compile_mode in ("reduce-overhead", "max-autotune")):
+        raise SystemExit("--graph-step needs a CUDA device, --dtype bfloat16 or float32 (float16's loss scaler "
+                         "syncs with the CPU), --warmup >= 1 and a --compile-mode without CUDA graphs of its own")
     if s["backend"] == "flash" and (not cuda or s["dtype"] == "float32"):
         raise SystemExit("--backend flash needs a CUDA device and --dtype bfloat16 or float16")
     return s
@@ -462,9 +335,12 @@ def display_name(impl: str) -> str:
 
 
 def compile_text(s: dict) -> str:
+    graph = ", whole step in one CUDA graph (ours)" if s.get("graph_step") else ""
     if not s["compile"]:
-        return "off"
-    return f"mode {s.get('compile_mode', 'default')} (ours), {s.get('baseline_compile_mode', 'default')} (baselines)"
+        return "off" + graph
+    extra = "".join(f" {k}={v}" for k, v in (s.get("inductor") or {}).items())
+    return (f"mode {s.get('compile_mode', 'default')}{extra} (ours), "
+            f"{s.get('baseline_compile_mode', 'default')} (baselines){graph}")
 
 
 def format_table(report: dict) -> str:

@@ -218,7 +218,10 @@ class GPT(nn.Module):
             raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
         if idx.device != self.wte.weight.device:
             raise ValueError(f"idx is on {idx.device} but the model is on {self.wte.weight.device}")
-        if idx.numel() and not torch.compiler.is_compiling():
+        # reading the range syncs with the CPU: not while compiling or recording a CUDA graph (out-of-range
+        # ids then hit the embedding's device-side assert instead)
+        if idx.numel() and not torch.compiler.is_compiling() and not (
+                idx.is_cuda and torch.cuda.is_current_stream_capturing()):
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= self.config.vocab_size:
                 raise ValueError(f"token ids must be in [0, vocab_size={self.config.vocab_size}), "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .bench import DTYPES, PeakMemory, autocast, resolve_device, versions
+from .runtime import DTYPES, PeakMemory, autocast, resolve_device, versions
 from .config import Config
 from .loss import cross_entropy
 from .train import TrainStep
