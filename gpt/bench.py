@@ -35,7 +35,7 @@ from .bench_models import build_model, hf_incompatibility, takes_targets
 from .config import Config, PRESETS
 from .fused_loss import FUSED, PACKAGES, fused_available, head_cross_entropy, linear_cross_entropy
 from .runtime import CPU_MEMORY_KIND, CUDA_MEMORY_KIND, DTYPES, PeakMemory, autocast, resolve_device, versions
-from .step_compile import captured, compile_options, parse_inductor
+from .step_compile import captured, compile_options, parse_inductor, uses_cudagraphs
 
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 
@@ -59,10 +59,10 @@ def measure(spec: dict) -> dict:
     module.to(device).train()
     n_params = sum(p.numel() for p in module.parameters())
     # foreach (torch's default) unless --fused-adamw; both models get the same optimizer
-    whole = spec.get("graph_step") and spec["impl"] == "gpt"  # ours only: one CUDA graph per step
+    whole = bool(spec.get("graph_step")) and spec["impl"] == "gpt"  # ours only: one CUDA graph per step
     # foreach (torch's default) unless --fused-adamw; a captured step needs capturable state (on the GPU)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=True if spec["fused_adamw"] else None,
-                            capturable=bool(whole))
+                            capturable=whole)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None  # fp16 needs loss scaling
 
     g = torch.Generator().manual_seed(spec["seed"])
@@ -89,14 +89,14 @@ def measure(spec: dict) -> dict:
     # with --compile the whole forward + loss is compiled, so the float32 upcast and the cross-entropy
     # fuse instead of materialising (B*T, vocab) float32 logits
     mode = spec["compile_mode"] if spec["impl"] == "gpt" else spec["baseline_compile_mode"]
-    options = compile_options(mode, spec.get("inductor") if spec["impl"] == "gpt" else None)
+    inductor = spec.get("inductor") if spec["impl"] == "gpt" else None
+    options = compile_options(mode, inductor)
     loss_fn = torch.compile(loss_of, **options) if spec["compile"] else loss_of
     if spec["impl"] == "gpt" and spec["loss"] in FUSED:
         if device.type == "cuda" and not fused_available(spec["loss"]):
             raise SystemExit(f"--loss {spec['loss']} needs CUDA and {PACKAGES[spec['loss']]}")
 
-    graphs = spec["compile"] and bool(options.get("options", {}).get("triton.cudagraphs",
-                                                                     mode in ("reduce-overhead", "max-autotune")))
+    graphs = spec["compile"] and uses_cudagraphs(mode, inductor)
 
     def step() -> torch.Tensor:
         if graphs:  # the previous step's graph outputs may be overwritten from here on
@@ -112,7 +112,7 @@ def measure(spec: dict) -> dict:
             scaler.update()
         return loss.detach()
 
-    for _ in range(spec["warmup"] - bool(whole)):  # captured() takes the last warm-up step itself
+    for _ in range(spec["warmup"] - int(whole)):  # captured() takes the last warm-up step itself
         loss = step()
     if whole:
         step = captured(step, device)
@@ -278,9 +278,9 @@ def settings_from(args: argparse.Namespace) -> dict:
     if s["batch"] < 1 or s["steps"] < 1 or s["warmup"] < 0:
         raise SystemExit("--batch and --steps must be >= 1 and --warmup >= 0")
     if s["graph_step"] and (not cuda or s["dtype"] == "float16" or s["warmup"] < 1
-                            or args.compile_mode in ("reduce-overhead", "max-autotune")):
+                            or uses_cudagraphs(args.compile_mode, s["inductor"])):
         raise SystemExit("--graph-step needs a CUDA device, --dtype bfloat16 or float32 (float16's loss scaler "
-                         "syncs with the CPU), --warmup >= 1 and a --compile-mode without CUDA graphs of its own")
+                         "syncs with the CPU), --warmup >= 1 and no CUDA graphs of inductor's own (--compile-mode, --inductor)")
     if s["backend"] == "flash" and (not cuda or s["dtype"] == "float32"):
         raise SystemExit("--backend flash needs a CUDA device and --dtype bfloat16 or float16")
     return s

@@ -27,25 +27,38 @@ def captured(step: Callable[[], torch.Tensor], device: torch.device) -> Callable
     return replay
 
 
+def inductor_settings(mode: str, inductor: Optional[dict] = None) -> dict:
+    """The torch._inductor.config settings of a torch.compile mode, updated by ``inductor``."""
+    from torch._inductor import list_mode_options
+
+    return {**list_mode_options(mode), **(inductor or {})}
+
+
 def compile_options(mode: str, inductor: Optional[dict]) -> dict:
     """torch.compile keyword arguments: the mode, or with inductor settings the mode's settings updated by
     them (torch.compile takes a mode or options, not both)."""
     if not inductor:
         return {"mode": None if mode == "default" else mode}
-    from torch._inductor import list_mode_options
+    return {"options": inductor_settings(mode, inductor)}
 
-    return {"options": {**(list_mode_options(mode) if mode != "default" else {}), **inductor}}
+
+def uses_cudagraphs(mode: str, inductor: Optional[dict] = None) -> bool:
+    """Whether the compiled function runs in inductor's own CUDA graphs (reduce-overhead, max-autotune or
+    ``triton.cudagraphs=True``)."""
+    return bool(inductor_settings(mode, inductor).get("triton.cudagraphs"))
 
 
 def parse_inductor(items: Optional[list]) -> dict:
     """``KEY=VALUE`` settings of torch._inductor.config; VALUE a Python literal (True, 2, "x") or a bare word."""
+    if not items:  # importing inductor's config imports torch._dynamo (~1 s): only when asked for
+        return {}
     import ast
 
     import torch._inductor.config as inductor_config
 
     known = set(inductor_config._config)
     out = {}
-    for item in items or []:
+    for item in items:
         key, eq, value = item.partition("=")
         if not eq or key not in known:
             raise SystemExit(f"--inductor takes KEY=VALUE with KEY a torch._inductor.config setting "

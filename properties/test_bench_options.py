@@ -7,7 +7,7 @@ import torch
 
 from gpt import Config, GPT
 from gpt.bench import parse_args, settings_from
-from gpt.step_compile import captured, compile_options, parse_inductor
+from gpt.step_compile import captured, compile_options, parse_inductor, uses_cudagraphs
 
 pytestmark = pytest.mark.gpt_internal
 
@@ -18,12 +18,17 @@ def test_inductor_settings_are_parsed_and_merged_over_the_mode():
                           "coordinate_descent_search_radius=2", "max_autotune_gemm_backends=ATEN,TRITON"])
     assert got == {"max_autotune": True, "triton.enable_persistent_tma_matmul": True,
                    "coordinate_descent_search_radius": 2, "max_autotune_gemm_backends": "ATEN,TRITON"}
+    assert parse_inductor(None) == parse_inductor([]) == {}
     assert compile_options("default", None) == {"mode": None}
     assert compile_options("reduce-overhead", {}) == {"mode": "reduce-overhead"}
     assert compile_options("reduce-overhead", {"max_autotune": True}) == {
         "options": {"triton.cudagraphs": True, "max_autotune": True}}
     assert compile_options("max-autotune-no-cudagraphs", {"coordinate_descent_tuning": False}) == {
         "options": {"max_autotune": True, "coordinate_descent_tuning": False}}
+    assert [uses_cudagraphs(m) for m in ("default", "max-autotune-no-cudagraphs", "reduce-overhead",
+                                         "max-autotune")] == [False, False, True, True]
+    assert uses_cudagraphs("default", {"triton.cudagraphs": True})
+    assert not uses_cudagraphs("reduce-overhead", {"triton.cudagraphs": False})
 
 
 @pytest.mark.parametrize("item", ["max_autotune", "no_such_setting=1", "=True"])
@@ -34,7 +39,8 @@ def test_unknown_or_malformed_inductor_setting_is_refused(item):
 
 @pytest.mark.parametrize("extra", [["--device", "cpu"], ["--device", "cuda", "--dtype", "float16"],
                                    ["--device", "cuda", "--compile-mode", "reduce-overhead"],
-                                   ["--device", "cuda", "--warmup", "0"]])
+                                   ["--device", "cuda", "--warmup", "0"],
+                                   ["--device", "cuda", "--inductor", "triton.cudagraphs=True"]])
 def test_graph_step_refuses_what_it_cannot_capture(extra):
     if "cuda" in extra and not torch.cuda.is_available():
         pytest.skip("needs CUDA (the CUDA checks come after the device is resolved)")
