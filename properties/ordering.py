@@ -43,7 +43,6 @@ PRIOR = 0.3  # kills credited to every item (see the module docstring)
 FLOOR = 0.01  # s: an item costs at least pytest's own per-item overhead, whatever the table says
 _SHARD = re.compile(r"-?shard\d+of\d+")
 _table: Optional[dict] = None
-_costs: Optional[dict] = None
 _kills: Optional[dict] = None
 _fallback: Optional[tuple] = None  # (median, maximum) of the table: the cost of an unmeasured item
 
@@ -60,10 +59,7 @@ def costs_table() -> dict:
 
 
 def costs() -> dict:
-    global _costs
-    if _costs is None:
-        _costs = costs_table().get("seconds", {})
-    return _costs
+    return costs_table().get("seconds", {})
 
 
 def kills() -> dict:

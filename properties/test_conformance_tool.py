@@ -108,7 +108,7 @@ def test_items_run_cheapest_first_under_maxfail_and_longest_first_under_xdist():
     items = [SimpleNamespace(nodeid=n) for n in ("t.py::dear", "t.py::new", "t.py::cheap", "t.py::mid")]
     items.append(SimpleNamespace(nodeid="t.py::dear[shard0of16]",
                                  callspec=SimpleNamespace(params={"shard": Shard(0, 16, 2, 32)})))
-    saved, ordering._costs, ordering._fallback = (ordering._costs, ordering._fallback), known, None
+    saved, ordering._table, ordering._fallback = (ordering._table, ordering._fallback), {"seconds": known}, None
     saved_kills, ordering._kills = ordering._kills, {}
     try:
         ordering.order(items, longest_first=False)
@@ -122,7 +122,7 @@ def test_items_run_cheapest_first_under_maxfail_and_longest_first_under_xdist():
         # a checkout's node ids and an installed suite's (relative to site-packages/properties) share costs
         assert ordering.seconds("properties/t.py::mid") == ordering.seconds("t.py::mid") == 5.0
     finally:
-        ordering._costs, ordering._fallback = saved
+        ordering._table, ordering._fallback = saved
         ordering._kills = saved_kills
 
 
@@ -133,8 +133,8 @@ def test_fail_fast_order_is_greedy_in_kills_per_second():
 
     from properties import ordering
 
-    saved, ordering._costs, ordering._fallback = (ordering._costs, ordering._fallback), \
-        {"t.py::a": 1.0, "t.py::b": 0.1, "t.py::c": 2.0, "t.py::d": 0.5, "t.py::e": 1.0}, None
+    saved, ordering._table, ordering._fallback = (ordering._table, ordering._fallback), \
+        {"seconds": {"t.py::a": 1.0, "t.py::b": 0.1, "t.py::c": 2.0, "t.py::d": 0.5, "t.py::e": 1.0}}, None
     try:
         items = [SimpleNamespace(nodeid=f"t.py::{n}") for n in "abcde"]
         # c: (10 + .3) / 2 = 5.15 first; then b: .3 / .1 = 3; e keeps 2 live kills: 2.3 / 1; d: .6; a (its
@@ -143,7 +143,7 @@ def test_fail_fast_order_is_greedy_in_kills_per_second():
         assert [i.nodeid[-1] for i in ordering.by_kill_power(items, kills)] == list("cbeda")
         assert [i.nodeid[-1] for i in ordering.by_kill_power(items, {})] == list("bdaec")
     finally:
-        ordering._costs, ordering._fallback = saved
+        ordering._table, ordering._fallback = saved
     assert ordering.base_id("a.py::f[x-shard3of16]") == "a.py::f[x]" and ordering.base_id("a.py::f[shard1of4]") == "a.py::f"
 
 
